@@ -1,0 +1,47 @@
+-- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
+-- per changed row inside the writing transaction. Arguments: table_id, the
+-- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned so the payload text never
+-- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+create or replace function certyo.capture()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
+set datestyle = 'ISO, YMD'
+set intervalstyle = 'postgres'
+set extra_float_digits = 1
+set bytea_output = 'hex'
+as $$
+declare
+    v_payload json;
+    v_version bigint;
+    v_key text;
+begin
+    if tg_op = 'DELETE' then
+        v_payload := row_to_json(old);
+        if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
+            return null; -- the row moved to another partition; its INSERT is the change
+        end if;
+        v_version := nextval('certyo.change_seq');
+    else
+        v_payload := row_to_json(new);
+        v_version := new.certyo_record_version;
+    end if;
+    if tg_nargs = 3 then
+        v_key := v_payload ->> tg_argv[2];
+    else
+        v_key := certyo.record_key(v_payload, tg_argv[2:]);
+    end if;
+    if v_key is null then
+        -- A key column was renamed since tracking was enabled: resolve it by number.
+        v_key := certyo.record_key_slow(tg_argv[0]::integer, v_payload);
+    end if;
+    insert into certyo.outbox (id, table_id, op, record_id, payload)
+    values (v_version, tg_argv[0]::integer, substr(tg_op, 1, 1)::"char", v_key, v_payload);
+    return null;
+end
+$$;
+
+comment on function certyo.capture() is
+    'AFTER row trigger of tracked tables: writes the change to certyo.outbox in the same transaction.';

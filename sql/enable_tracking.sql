@@ -1,0 +1,200 @@
+-- certyo.enable_tracking(target, ...): start capturing a table's changes.
+-- Adds the status columns, registers the table and (re)creates its triggers.
+-- Calling it again with the same arguments changes nothing; with other
+-- arguments it updates the configuration. SECURITY INVOKER: the caller must
+-- own the table (it is altered) and hold certyo_admin (or own certyo).
+create or replace function certyo.enable_tracking(
+    target regclass,
+    key_columns name[] default null,
+    collection text default null,
+    operations text[] default array['insert', 'update', 'delete'],
+    exclude_columns name[] default '{}',
+    backfill boolean default false
+)
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_rel record;
+    v_key_names name[];
+    v_key_attnums smallint[];
+    v_ops text[];
+    v_table_id integer;
+    v_bad text;
+    v_args text;
+    v_part regclass;
+begin
+    select c.oid, c.relkind, c.relpersistence, c.relispartition, c.relowner,
+           n.nspname as schema_name, c.relname as table_name
+    into v_rel
+    from pg_class c
+    join pg_namespace n on n.oid = c.relnamespace
+    where c.oid = target;
+
+    if v_rel.relkind not in ('r', 'p') then
+        raise exception '% is not a table', target
+            using errcode = '42809', hint = 'certyo tracks ordinary and partitioned tables.';
+    end if;
+    if v_rel.relispartition then
+        raise exception '% is a partition', target
+            using errcode = '42809',
+                  hint = 'Track the partitioned parent table: its changes include every partition''s.';
+    end if;
+    if v_rel.relpersistence = 't' then
+        raise exception '% is a temporary table', target using errcode = '42809';
+    end if;
+    if v_rel.schema_name = 'certyo' then
+        raise exception 'certyo''s own tables cannot be tracked' using errcode = '42809';
+    end if;
+    if not pg_has_role(current_user, v_rel.relowner, 'USAGE') then
+        raise exception 'must be the owner of % to enable tracking', target
+            using errcode = '42501',
+                  hint = 'Run it as the table''s owner (granted certyo_admin), or as a superuser.';
+    end if;
+    if backfill then
+        raise exception 'backfill is not implemented yet'
+            using errcode = '0A000',
+                  hint = 'Enable tracking without backfill; rows are captured from their next change on.';
+    end if;
+
+    -- Record key: the given columns, else the primary key.
+    if key_columns is null then
+        select array_agg(a.attname order by k.n), array_agg(a.attnum order by k.n)
+        into v_key_names, v_key_attnums
+        from pg_index i
+        cross join lateral unnest(i.indkey) with ordinality as k(attnum, n)
+        join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.attnum
+        where i.indrelid = target and i.indisprimary;
+        if v_key_names is null then
+            raise exception '% has no primary key', target
+                using errcode = '42P10',
+                      detail = 'Certyo identifies each record by a key; certyo uses the primary key unless told otherwise.',
+                      hint = format('Add a primary key, or name NOT NULL columns that identify a row: select certyo.enable_tracking(%L, key_columns => ''{col1,col2}'');', target::text);
+        end if;
+    else
+        if cardinality(key_columns) = 0 then
+            raise exception 'key_columns is empty' using errcode = '22023';
+        end if;
+        select array_agg(a.attnum order by k.n), string_agg(quote_ident(k.col), ', ') filter (where a.attnum is null)
+        into v_key_attnums, v_bad
+        from unnest(key_columns) with ordinality as k(col, n)
+        left join pg_attribute a on a.attrelid = target and a.attname = k.col and a.attnum > 0 and not a.attisdropped;
+        if v_bad is not null then
+            raise exception 'key column(s) % not found in %', v_bad, target using errcode = '42703';
+        end if;
+        select string_agg(quote_ident(a.attname), ', ')
+        into v_bad
+        from pg_attribute a
+        where a.attrelid = target and a.attnum = any (v_key_attnums) and not a.attnotnull;
+        if v_bad is not null then
+            raise exception 'key column(s) % of % may be NULL', v_bad, target
+                using errcode = '23502',
+                      detail = 'A record id must identify the row, so key columns must be NOT NULL.',
+                      hint = 'Add NOT NULL to those columns, or choose other key columns.';
+        end if;
+        v_key_names := key_columns;
+    end if;
+
+    if operations is null or cardinality(operations) = 0
+        or not (array(select lower(o) from unnest(operations) as o) <@ array['insert', 'update', 'delete'])
+    then
+        raise exception 'operations must be a non-empty subset of {insert,update,delete}, got %', operations
+            using errcode = '22023';
+    end if;
+    v_ops := array(select distinct lower(o) from unnest(operations) as o order by 1);
+
+    select string_agg(quote_ident(e.col), ', ')
+    into v_bad
+    from unnest(coalesce(exclude_columns, '{}')) as e(col)
+    where e.col = any (v_key_names)
+        or e.col like 'certyo\_%'
+        or not exists (
+            select from pg_attribute a
+            where a.attrelid = target and a.attname = e.col and a.attnum > 0 and not a.attisdropped
+        );
+    if v_bad is not null then
+        raise exception 'cannot exclude column(s) % of %', v_bad, target
+            using errcode = '22023',
+                  hint = 'Excluded columns must exist and must be neither key columns nor certyo status columns.';
+    end if;
+
+    if collection is not null and length(btrim(collection)) = 0 then
+        raise exception 'collection must not be empty' using errcode = '22023';
+    end if;
+
+    -- Status columns (no table rewrite: constant defaults are stored in the catalog).
+    select string_agg(format('add column %I %s', c.name, c.def), ', ' order by c.n)
+    into v_args
+    from (values (1, 'certyo_record_hash', 'text'),
+                 (2, 'certyo_anchor_status', 'text default ''pending'''),
+                 (3, 'certyo_verified_at', 'timestamptz'),
+                 (4, 'certyo_record_version', 'bigint')) as c(n, name, def)
+    where not exists (select from pg_attribute a where a.attrelid = target and a.attname = c.name and not a.attisdropped);
+    if v_args is not null then
+        execute format('alter table %I.%I %s', v_rel.schema_name, v_rel.table_name, v_args);
+    end if;
+    select string_agg(format('%I is %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ')
+    into v_bad
+    from pg_attribute a
+    where a.attrelid = target and not a.attisdropped
+        and (a.attname, a.atttypid) in (('certyo_record_hash', 'text'::regtype), ('certyo_anchor_status', 'text'::regtype),
+                                        ('certyo_verified_at', 'timestamptz'::regtype), ('certyo_record_version', 'int8'::regtype)) is not true
+        and a.attname in ('certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at', 'certyo_record_version');
+    if v_bad is not null then
+        raise exception '% already has a column with a certyo status column''s name but another type: %', target, v_bad
+            using errcode = '42804', hint = 'Rename or drop that column, then enable tracking again.';
+    end if;
+
+    -- Register (or update) the table.
+    update certyo.tracked_table t
+    set schema_name = v_rel.schema_name,
+        table_name = v_rel.table_name,
+        collection = coalesce(enable_tracking.collection, t.collection),
+        key_columns = v_key_names,
+        key_attnums = v_key_attnums,
+        operations = v_ops,
+        exclude_columns = coalesce(enable_tracking.exclude_columns, '{}')
+    where t.relid = target and t.active
+    returning t.table_id into v_table_id;
+    if v_table_id is null then
+        insert into certyo.tracked_table (relid, schema_name, table_name, collection, key_columns, key_attnums, operations, exclude_columns)
+        values (target, v_rel.schema_name, v_rel.table_name,
+                coalesce(enable_tracking.collection, v_rel.schema_name || '.' || v_rel.table_name),
+                v_key_names, v_key_attnums, v_ops, coalesce(enable_tracking.exclude_columns, '{}'))
+        returning table_id into v_table_id;
+    end if;
+
+    -- Triggers: dropped and created again, so the key names they carry are current.
+    perform certyo.drop_triggers(target);
+    v_args := (select string_agg(quote_literal(a), ', ')
+               from unnest(array[v_table_id::text, case v_rel.relkind when 'p' then 'partitioned' else 'table' end]
+                           || v_key_names::text[]) as a);
+    execute format('create trigger certyo_before before insert or update on %I.%I'
+                   ' for each row execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
+    if 'insert' = any (v_ops) then
+        execute format('create trigger certyo_capture_insert after insert on %I.%I'
+                       ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+    end if;
+    if 'update' = any (v_ops) then
+        execute format('create trigger certyo_capture_update after update on %I.%I for each row'
+                       ' when (old.certyo_record_version is distinct from new.certyo_record_version)'
+                       ' execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+    end if;
+    if 'delete' = any (v_ops) then
+        execute format('create trigger certyo_capture_delete after delete on %I.%I'
+                       ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+    end if;
+    -- Statement-level triggers are not inherited by partitions: put them on each.
+    for v_part in select target union select relid from pg_partition_tree(target) loop
+        execute format('create trigger certyo_wake after insert or update or delete on %s'
+                       ' for each statement execute function certyo.wake()', v_part);
+        execute format('create trigger certyo_refuse_truncate before truncate on %s'
+                       ' for each statement execute function certyo.refuse_truncate()', v_part);
+    end loop;
+end
+$$;
+
+comment on function certyo.enable_tracking(regclass, name[], text, text[], name[], boolean) is
+    'Start capturing INSERT/UPDATE/DELETE of a table into certyo''s outbox. Idempotent. '
+    'key_columns default to the primary key; collection defaults to schema.table.';

@@ -1,0 +1,19 @@
+-- Grants: applied last, every time. Nothing in certyo is executable or readable
+-- by PUBLIC except what every writer of a tracked table needs: schema USAGE and
+-- the version sequence (the BEFORE trigger runs as the writer and draws from it).
+revoke all on all functions in schema certyo from public;
+revoke all on all tables in schema certyo from public;
+revoke all on all sequences in schema certyo from public;
+
+grant usage on schema certyo to public;
+grant usage on sequence certyo.change_seq to public;
+
+-- certyo_admin: table owners who turn tracking on and off.
+grant execute on function certyo.enable_tracking(regclass, name[], text, text[], name[], boolean) to certyo_admin;
+grant execute on function certyo.disable_tracking(regclass, boolean) to certyo_admin;
+grant execute on function certyo.capture_before(), certyo.capture(), certyo.wake(), certyo.refuse_truncate() to certyo_admin;
+grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
+grant select, insert, update on certyo.tracked_table to certyo_admin;
+
+-- Everyone who watches: the views.
+grant select on certyo.backlog, certyo.tracked_tables to certyo_reader, certyo_admin, certyo_relay;

@@ -1,0 +1,18 @@
+-- certyo install manifest: every re-runnable object, in dependency order.
+-- Applied after the migrations, in one transaction: `certyo-pg migrate`, or
+-- `psql -1 -f sql/install.sql` on a database whose migrations are applied
+-- (sql/dist/certyo-install.sql bundles both for psql).
+\ir record_key.sql
+\ir record_key_slow.sql
+\ir record_payload.sql
+\ir record_exists.sql
+\ir capture_before.sql
+\ir capture.sql
+\ir wake.sql
+\ir refuse_truncate.sql
+\ir drop_triggers.sql
+\ir enable_tracking.sql
+\ir disable_tracking.sql
+\ir backlog.sql
+\ir tracked_tables.sql
+\ir grants.sql

@@ -1,0 +1,88 @@
+// Install: migrate twice changes nothing; the committed psql bundle is current
+// and installs exactly what `certyo-pg migrate` installs.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, test } from 'node:test';
+import postgres, { type Sql } from 'postgres';
+import { migrate, psqlBundle } from '../../relay/src/install.js';
+import { paths } from '../../relay/src/paths.js';
+import { adminUrl, freshDatabase, type TestDb, withDatabase } from '../harness/db.js';
+
+/** Everything certyo installs, as comparable text (no oids, no timestamps). */
+async function snapshot(sql: Sql): Promise<string> {
+  const parts = await sql`
+    select 'fn ' || p.oid::regprocedure::text || ' ' || coalesce(array_to_string(p.proacl, ','), '') || E'\n'
+           || pg_get_functiondef(p.oid) as item
+    from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = 'certyo'
+    union all
+    select 'rel ' || c.relname || ' ' || c.relkind::text || ' ' || coalesce(array_to_string(c.relacl, ','), '')
+           || ' ' || coalesce(array_to_string(c.reloptions, ','), '')
+           || coalesce(' ' || pg_get_viewdef(c.oid), '')
+           || coalesce(' ' || obj_description(c.oid, 'pg_class'), '')
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'certyo'
+    union all
+    select 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
+           || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+    from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+    left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+    where n.nspname = 'certyo' and a.attnum > 0 and not a.attisdropped
+    union all
+    select 'idx ' || pg_get_indexdef(i.indexrelid)
+    from pg_index i join pg_class c on c.oid = i.indrelid join pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = 'certyo'
+    union all
+    select 'schema ' || coalesce(array_to_string(nspacl, ','), '') from pg_namespace where nspname = 'certyo'
+    union all
+    select 'migration ' || name from certyo.pgmigrations
+    order by 1`;
+  return parts.map((p) => p.item).join('\n');
+}
+
+let db: TestDb;
+before(async () => {
+  db = await freshDatabase();
+});
+after(() => db.close());
+
+describe('install', () => {
+  test('migrate on an installed database changes nothing', async () => {
+    const first = await snapshot(db.sql);
+    const applied = await migrate(db.sql, db.url);
+    assert.deepEqual(applied, []);
+    assert.equal(await snapshot(db.sql), first);
+    assert.match(first, /fn certyo\.enable_tracking/);
+  });
+
+  test('the committed psql bundle is what `certyo-pg sql` prints', () => {
+    const committed = readFileSync(`${paths.sql}dist/certyo-install.sql`, 'utf8');
+    assert.equal(committed, psqlBundle(), 'run `npm run sql:bundle` and commit sql/dist/certyo-install.sql');
+  });
+
+  test('psql -1 -f sql/dist/certyo-install.sql installs the same schema, and can run twice', async () => {
+    const root = postgres(adminUrl(), { max: 1, onnotice: () => {} });
+    const name = `${db.name}_psql`;
+    await root.unsafe(`create database ${name}`);
+    const url = withDatabase(adminUrl(), name);
+    const bundled = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      for (let i = 0; i < 2; i++) {
+        execFileSync(
+          'psql',
+          ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-1', '-f', `${paths.sql}dist/certyo-install.sql`, url],
+          {
+            stdio: ['ignore', 'ignore', 'pipe'],
+          },
+        );
+      }
+      const normalise = (s: string) => s.replace(/^migration .*$/gm, '');
+      assert.equal(normalise(await snapshot(bundled)), normalise(await snapshot(db.sql)));
+      // node-pg-migrate accepts the bundle's bookkeeping: nothing left to apply.
+      assert.deepEqual(await migrate(bundled, url), []);
+    } finally {
+      await bundled.end();
+      await root.unsafe(`drop database ${name} with (force)`);
+      await root.end();
+    }
+  });
+});

@@ -1,0 +1,122 @@
+// Guarantee 4: payloads are exact and do not depend on the writer's session.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { freshDatabase, type TestDb } from '../harness/db.js';
+
+let db: TestDb;
+
+before(async () => {
+  db = await freshDatabase();
+  await db.sql.unsafe(`
+    create type mood as enum ('sad', 'ok', 'happy');
+    create domain positive_int as integer check (value > 0);
+    create type pair as (a int, b text);
+    create table zoo (
+      id int primary key,
+      big bigint,
+      dec numeric(40,20),
+      nan numeric,
+      f8 double precision,
+      f4 real,
+      ts timestamp,
+      tstz timestamptz,
+      d date,
+      iv interval,
+      bin bytea,
+      arr int[],
+      tarr text[],
+      j json,
+      jb jsonb,
+      m mood,
+      r int4range,
+      dr daterange,
+      pos positive_int,
+      gen bigint generated always as (big * 2) stored,
+      comp pair,
+      ip inet,
+      u uuid,
+      x xml,
+      tv tsvector,
+      pt point,
+      t text
+    );
+    select certyo.enable_tracking('zoo');
+  `);
+});
+after(() => db.close());
+
+const insertRow = `insert into zoo (id, big, dec, nan, f8, f4, ts, tstz, d, iv, bin, arr, tarr, j, jb, m, r, dr, pos, comp, ip, u, x, tv, pt, t)
+  values ($1, 9007199254740993, 12345678901234567890.12345678901234567891, 'NaN', 0.1, '-0', '2024-02-29 12:34:56.789012',
+          '2024-06-01 12:00:00+02', 'infinity', '1 year 2 mons 3 days 04:05:06.7', '\\x00ff10',
+          array[1, null, 3], array['a', null, 'c"q'], '{"k": 1, "k": 2, "n": 1.000000000000000000001}',
+          '{"b": 1, "a": [1, 2]}', 'happy', '[1,10)', '[2024-01-01,2024-02-01)', 7, row(1, 'x'),
+          '192.168.0.1/24', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '<a>x</a>', 'the quick fox', '(1.5,2)',
+          E'NFC \\u00e9 NFD e\\u0301 emoji \\U0001F600 zero\\u200Bwidth')`;
+
+async function payloadOf(id: number): Promise<string> {
+  const [row] = await db.sql`
+    select certyo.record_payload(payload, '{}')::text as p from certyo.outbox where record_id = ${String(id)}`;
+  return row!.p as string;
+}
+
+describe('payload exactness', () => {
+  test('every type arrives as stored, not rounded through a double', async () => {
+    await db.sql.unsafe(insertRow, [1]);
+    const p = await payloadOf(1);
+    for (const fragment of [
+      '"big":9007199254740993',
+      '"dec":12345678901234567890.12345678901234567891',
+      '"nan":"NaN"',
+      '"f8":0.1',
+      '"f4":-0',
+      '"ts":"2024-02-29T12:34:56.789012"',
+      '"tstz":"2024-06-01T10:00:00+00:00"',
+      '"d":"infinity"',
+      '"iv":"1 year 2 mons 3 days 04:05:06.7"',
+      '"bin":"\\\\x00ff10"',
+      '"arr":[1,null,3]',
+      '"tarr":["a",null,"c\\"q"]',
+      '"j":{"k": 1, "k": 2, "n": 1.000000000000000000001}',
+      '"jb":{"a": [1, 2], "b": 1}',
+      '"m":"happy"',
+      '"r":"[1,10)"',
+      '"dr":"[2024-01-01,2024-02-01)"',
+      '"pos":7',
+      '"gen":18014398509481986',
+      '"comp":{"a":1,"b":"x"}',
+      '"ip":"192.168.0.1/24"',
+      '"u":"a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"',
+      '"x":"<a>x</a>"',
+      "\"tv\":\"'fox' 'quick' 'the'\"",
+      '"pt":"(1.5,2)"',
+    ]) {
+      assert.ok(p.includes(fragment), `payload lacks ${fragment}\n${p}`);
+    }
+    // Unicode bytes preserved: NFC and NFD stay distinct, emoji and zero-width kept.
+    assert.ok(p.includes('NFC \u00e9 NFD e\u0301 emoji \u{1F600} zero\u200Bwidth'), p);
+    assert.doesNotThrow(() => JSON.parse(p), 'payload is valid JSON');
+  });
+
+  test('sessions with different output settings produce the same payload', async () => {
+    const settings = [
+      "set timezone = 'Pacific/Chatham'; set datestyle = 'SQL, DMY'; set intervalstyle = 'iso_8601'; set extra_float_digits = -15; set bytea_output = 'escape'",
+      "set timezone = 'America/Los_Angeles'; set datestyle = 'German'; set intervalstyle = 'sql_standard'; set extra_float_digits = 3; set bytea_output = 'hex'",
+    ];
+    const reference = await payloadOf(1);
+    for (const [i, s] of settings.entries()) {
+      const id = 100 + i;
+      await db.sql.begin(async (tx) => {
+        await tx.unsafe(s);
+        await tx.unsafe(insertRow, [id]);
+      });
+      assert.equal((await payloadOf(id)).replace(`"id":${id}`, '"id":1'), reference, s);
+    }
+  });
+
+  test('large values are captured without failing the write', async () => {
+    await db.sql`insert into zoo (id, t, bin) values (200, repeat('x', 20 * 1024 * 1024), decode(repeat('ab', 1024 * 1024), 'hex'))`;
+    const [row] =
+      await db.sql`select length(payload::text)::int as n from certyo.outbox where record_id = '200'`;
+    assert.ok(row!.n > 20 * 1024 * 1024);
+  });
+});
