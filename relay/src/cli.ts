@@ -2,12 +2,14 @@
 // only dispatches and turns thrown errors into a message and an exit code.
 import { connect } from './db.js';
 import { migrate, psqlBundle } from './install.js';
+import { localCertyoCommand } from './local-certyo/command.js';
 
 const USAGE = `certyo-pg <command> [options]
 
 Commands:
   migrate        apply the migrations and the sql/ install to DATABASE_URL
   sql            print the whole install as one plain-SQL script for psql
+  local-certyo   run the local Certyo-compatible server (--help for options)
   help           show this text
 
 Connection: DATABASE_URL, or the standard PG* variables.`;
@@ -31,6 +33,7 @@ const commands: Record<string, Command> = {
     process.stdout.write(psqlBundle());
     return 0;
   },
+  'local-certyo': localCertyoCommand,
   async help() {
     console.log(USAGE);
     return 0;

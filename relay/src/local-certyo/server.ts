@@ -1,0 +1,426 @@
+// The local Certyo-compatible HTTP server: routes, API keys and tenants,
+// problem+json errors, fault injection and a log of every request received.
+// Usable in-process (startLocalCertyo) and as `certyo-pg local-certyo`.
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { get, isObject, type Json, JsonSyntaxError, parseJson } from '../certyo/json.js';
+import { type IngestResult, Ledger, type LedgerOptions, recordHash, type Snapshot } from './ledger.js';
+import { type FieldError, validateRecord } from './validate.js';
+
+export interface Faults {
+  /** Share of API requests answered 429 with Retry-After. */
+  rate429: number;
+  retryAfterSeconds: number;
+  rate500: number;
+  rate503: number;
+  /** Added to every API request before it is handled. */
+  latencyMs: number;
+  /** Share of requests handled, then their connection destroyed: the client cannot know the outcome. */
+  dropRate: number;
+  /** Reject records whose recordPayload has this top-level field with this value (as text). */
+  rejectField: string | null;
+  rejectValue: string | null;
+  anchorFail: boolean;
+  anchorNever: boolean;
+}
+
+export const NO_FAULTS: Faults = {
+  rate429: 0,
+  retryAfterSeconds: 1,
+  rate500: 0,
+  rate503: 0,
+  latencyMs: 0,
+  dropRate: 0,
+  rejectField: null,
+  rejectValue: null,
+  anchorFail: false,
+  anchorNever: false,
+};
+
+export interface LoggedRequest {
+  at: number;
+  method: string;
+  path: string;
+  status: number;
+  /** 'ok', or the fault injected. */
+  outcome: 'ok' | '429' | '500' | '503' | 'dropped';
+  records: Array<{
+    recordId: string;
+    idempotencyKey?: string;
+    recordVersion?: string;
+    status: string;
+    replayed: boolean;
+  }>;
+}
+
+export interface LocalCertyoOptions extends Partial<LedgerOptions> {
+  port?: number;
+  host?: string;
+  /** API key -> tenant. */
+  keys: Record<string, string>;
+  admin?: boolean;
+  faults?: Partial<Faults>;
+  logger?: Logger;
+  maxBodyBytes?: number;
+}
+
+export interface LocalCertyo {
+  url: string;
+  port: number;
+  ledger: Ledger;
+  faults: Faults;
+  requests: LoggedRequest[];
+  /** Resolves when a logged request satisfies the predicate (checks past requests first). */
+  waitFor(pred: (r: LoggedRequest) => boolean): Promise<LoggedRequest>;
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly title: string,
+    message: string,
+    readonly errors?: FieldError[],
+  ) {
+    super(message);
+  }
+}
+
+export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalCertyo> {
+  const faults: Faults = { ...NO_FAULTS, ...opts.faults };
+  const log = opts.logger;
+  const ledger = new Ledger(
+    {
+      flushRecords: opts.flushRecords ?? 1000,
+      flushMs: opts.flushMs ?? 60_000,
+      anchorMs: opts.anchorMs ?? 30_000,
+      idempotencyWindowMs: opts.idempotencyWindowMs ?? 24 * 3600_000,
+    },
+    faults,
+    (key) =>
+      log?.warn(
+        { idempotencyKey: key },
+        'idempotent replay with a different payload; original response returned',
+      ),
+  );
+  const requests: LoggedRequest[] = [];
+  const waiters = new Set<{ pred: (r: LoggedRequest) => boolean; resolve: (r: LoggedRequest) => void }>();
+  const maxBody = opts.maxBodyBytes ?? 64 * 1024 * 1024;
+
+  const record = (entry: LoggedRequest) => {
+    requests.push(entry);
+    for (const w of waiters) {
+      if (w.pred(entry)) {
+        waiters.delete(w);
+        w.resolve(entry);
+      }
+    }
+  };
+
+  const tenantOf = (req: IncomingMessage): string => {
+    const key = req.headers['x-api-key'];
+    const tenant = typeof key === 'string' ? opts.keys[key] : undefined;
+    if (!tenant) throw new HttpError(401, 'Unauthorized', 'missing or unknown X-API-Key');
+    return tenant;
+  };
+
+  const readJson = async (req: IncomingMessage): Promise<Json> => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > maxBody) throw new HttpError(413, 'Payload Too Large', `body over ${maxBody} bytes`);
+      chunks.push(c as Buffer);
+    }
+    try {
+      return parseJson(Buffer.concat(chunks).toString('utf8'));
+    } catch (err) {
+      if (err instanceof JsonSyntaxError)
+        throw new HttpError(400, 'Bad Request', err.message, [{ field: 'body', message: err.message }]);
+      throw err;
+    }
+  };
+
+  const sameTenant = (tenant: string, claimed: Json | undefined) => {
+    if (typeof claimed === 'string' && claimed !== tenant) {
+      throw new HttpError(403, 'Forbidden', 'the API key does not belong to this tenant');
+    }
+  };
+
+  const rejectedByRule = (payload: { entries: Array<[string, Json]> }) => {
+    if (faults.rejectField === null) return false;
+    const v = get(payload, faults.rejectField);
+    const text =
+      v === undefined ? undefined : typeof v === 'object' && v !== null && 'raw' in v ? v.raw : String(v);
+    return text === faults.rejectValue;
+  };
+
+  async function ingestOne(tenant: string, body: Json, entry: LoggedRequest): Promise<[number, unknown]> {
+    if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
+    sameTenant(tenant, get(body, 'tenantId'));
+    const { record: r, errors } = validateRecord(body);
+    if (!r)
+      throw new HttpError(
+        400,
+        'Bad Request',
+        errors.map((e) => `${e.field} ${e.message}`).join('; '),
+        errors,
+      );
+    if (rejectedByRule(r.recordPayload))
+      throw new HttpError(400, 'Bad Request', 'record rejected by rule', [
+        { field: 'recordPayload', message: 'rejected by rule' },
+      ]);
+    const res = ledger.ingest(r);
+    entry.records.push({
+      recordId: r.recordId,
+      idempotencyKey: r.idempotencyKey,
+      recordVersion: r.recordVersion,
+      status: 'accepted',
+      replayed: res.idempotencyReplayed,
+    });
+    return [202, res];
+  }
+
+  async function ingestBulk(tenant: string, body: Json, entry: LoggedRequest): Promise<[number, unknown]> {
+    if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
+    sameTenant(tenant, get(body, 'tenantId'));
+    const records = get(body, 'records');
+    if (!Array.isArray(records))
+      throw new HttpError(400, 'Bad Request', 'records must be an array', [
+        { field: 'records', message: 'must be an array' },
+      ]);
+    if (records.length === 0 || records.length > 1000) {
+      throw new HttpError(400, 'Bad Request', 'records must hold 1 to 1000 records', [
+        { field: 'records', message: `has ${records.length} records; 1 to 1000 allowed` },
+      ]);
+    }
+    const results: Array<
+      Partial<IngestResult> & { index: number; status: string; error?: string; recordId?: string }
+    > = [];
+    let accepted = 0;
+    records.forEach((raw, index) => {
+      const { record: r, errors } = validateRecord(raw);
+      let error: string | undefined;
+      if (!r) error = errors.map((e) => `${e.field} ${e.message}`).join('; ');
+      else if (r.tenantId !== tenant) error = 'tenantId does not match the API key';
+      else if (rejectedByRule(r.recordPayload)) error = 'recordPayload rejected by rule';
+      const recordId = isObject(raw) ? get(raw, 'recordId') : undefined;
+      if (error !== undefined || !r) {
+        results.push({
+          index,
+          recordId: typeof recordId === 'string' ? recordId : undefined,
+          status: 'rejected',
+          error,
+        });
+        entry.records.push({ recordId: String(recordId), status: 'rejected', replayed: false });
+        return;
+      }
+      const res = ledger.ingest(r);
+      accepted++;
+      results.push({ index, status: 'accepted', ...res });
+      entry.records.push({
+        recordId: r.recordId,
+        idempotencyKey: r.idempotencyKey,
+        recordVersion: r.recordVersion,
+        status: 'accepted',
+        replayed: res.idempotencyReplayed,
+      });
+    });
+    return [202, { accepted, rejected: records.length - accepted, results }];
+  }
+
+  const snapshotOr404 = (tenant: string, id: string): Snapshot => {
+    const s = ledger.snapshots.get(id);
+    if (!s) throw new HttpError(404, 'Not Found', `no snapshot ${id}`);
+    if (s.tenantId !== tenant) throw new HttpError(403, 'Forbidden', 'snapshot belongs to another tenant');
+    return s;
+  };
+
+  async function route(req: IncomingMessage, url: URL, entry: LoggedRequest): Promise<[number, unknown]> {
+    const p = url.pathname;
+    const m = req.method ?? 'GET';
+    if (opts.admin && p === '/_admin/faults') {
+      if (m === 'POST') {
+        const change = (await readBodyText(req)) as Record<string, unknown>;
+        for (const k of Object.keys(NO_FAULTS)) if (k in change) Object.assign(faults, { [k]: change[k] });
+      }
+      return [200, faults];
+    }
+    if (opts.admin && p === '/_admin/requests') return [200, requests];
+    if (!p.startsWith('/api/v1/')) throw new HttpError(404, 'Not Found', `no route ${m} ${p}`);
+    const tenant = tenantOf(req);
+    const q = (k: string) => url.searchParams.get(k) ?? undefined;
+    if (m === 'POST' && p === '/api/v1/records') return ingestOne(tenant, await readJson(req), entry);
+    if (m === 'POST' && p === '/api/v1/records/bulk') return ingestBulk(tenant, await readJson(req), entry);
+    if (m === 'GET' && p === '/api/v1/records') {
+      sameTenant(tenant, q('tenantId'));
+      const limit = Math.min(Number(q('limit') ?? 100), 1000);
+      const offset = Number(q('offset') ?? 0);
+      const items = [...ledger.snapshots.values()].filter(
+        (s) =>
+          s.tenantId === tenant &&
+          (!q('database') || s.database === q('database')) &&
+          (!q('collection') || s.collection === q('collection')) &&
+          (!q('recordId') || s.recordId === q('recordId')) &&
+          (!q('from') || s.ingestedAt >= String(q('from'))) &&
+          (!q('to') || s.ingestedAt <= String(q('to'))),
+      );
+      return [
+        200,
+        { items: items.slice(offset, offset + limit).map((s) => ledger.view(s)), total: items.length },
+      ];
+    }
+    if (m === 'GET' && p === '/api/v1/snapshots') {
+      sameTenant(tenant, q('tenantId'));
+      const items = [...ledger.snapshots.values()].filter(
+        (s) => s.tenantId === tenant && (!q('recordId') || s.recordId === q('recordId')),
+      );
+      return [200, { items: items.map((s) => ledger.view(s)) }];
+    }
+    const snap = /^\/api\/v1\/snapshots\/([^/]+)$/.exec(p);
+    if (m === 'GET' && snap) return [200, ledger.view(snapshotOr404(tenant, decodeURIComponent(snap[1]!)))];
+    const vsnap = /^\/api\/v1\/verify\/snapshot\/([^/]+)$/.exec(p);
+    if (m === 'GET' && vsnap) {
+      const s = snapshotOr404(tenant, decodeURIComponent(vsnap[1]!));
+      return [200, ledger.verify(s, s.recordHash)];
+    }
+    if (m === 'POST' && p === '/api/v1/verify/record') {
+      const body = await readJson(req);
+      if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
+      sameTenant(tenant, get(body, 'tenantId'));
+      const errors: FieldError[] = [];
+      const field = (k: string) => {
+        const v = get(body, k);
+        if (typeof v !== 'string' || v === '') errors.push({ field: k, message: 'is required' });
+        return String(v);
+      };
+      const [database, collection, recordId] = [field('database'), field('collection'), field('recordId')];
+      const payload = get(body, 'payload');
+      if (payload === undefined || !isObject(payload))
+        errors.push({ field: 'payload', message: 'must be a JSON object' });
+      if (errors.length) throw new HttpError(400, 'Bad Request', 'invalid verify request', errors);
+      const version = get(body, 'recordVersion');
+      const versions = ledger.forRecord({ tenantId: tenant, database, collection, recordId });
+      const s =
+        typeof version === 'string' ? versions.find((x) => x.recordVersion === version) : versions.at(-1);
+      if (!s) throw new HttpError(404, 'Not Found', 'no such record');
+      return [200, ledger.verify(s, recordHash(payload as { entries: Array<[string, Json]> }))];
+    }
+    if (m === 'POST' && p === '/api/v1/verify/payload') {
+      const body = await readJson(req);
+      if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
+      sameTenant(tenant, get(body, 'tenantId'));
+      const h = get(body, 'recordHash');
+      if (typeof h !== 'string' || !/^(sha256:)?[0-9a-f]{64}$/.test(h)) {
+        throw new HttpError(400, 'Bad Request', 'recordHash must be 64 lowercase hex characters', [
+          { field: 'recordHash', message: 'must be 64 lowercase hex characters' },
+        ]);
+      }
+      const hash = h.replace(/^sha256:/, '');
+      const s = ledger.byRecordHash(tenant, hash).at(-1);
+      if (!s) throw new HttpError(404, 'Not Found', 'no record with this hash');
+      return [200, ledger.verify(s, hash)];
+    }
+    throw new HttpError(404, 'Not Found', `no route ${m} ${p}`);
+  }
+
+  const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    const correlationId = randomUUID();
+    const url = new URL(req.url ?? '/', 'http://local');
+    const entry: LoggedRequest = {
+      at: Date.now(),
+      method: req.method ?? '',
+      path: url.pathname,
+      status: 0,
+      outcome: 'ok',
+      records: [],
+    };
+    const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
+      entry.status = status;
+      res.writeHead(status, {
+        'content-type': status >= 400 ? 'application/problem+json' : 'application/json',
+        'x-correlation-id': correlationId,
+        ...headers,
+      });
+      res.end(JSON.stringify(body));
+    };
+    try {
+      const api = url.pathname.startsWith('/api/');
+      if (api && faults.latencyMs > 0) await new Promise((r) => setTimeout(r, faults.latencyMs));
+      if (api && Math.random() < faults.rate429) {
+        entry.outcome = '429';
+        req.resume();
+        send(429, problem(429, 'Too Many Requests', 'rate limited'), {
+          'retry-after': String(faults.retryAfterSeconds),
+        });
+      } else if (api && Math.random() < faults.rate500 + faults.rate503) {
+        const status = Math.random() * (faults.rate500 + faults.rate503) < faults.rate500 ? 500 : 503;
+        entry.outcome = status === 500 ? '500' : '503';
+        req.resume();
+        send(
+          status,
+          problem(
+            status,
+            status === 500 ? 'Internal Server Error' : 'Service Unavailable',
+            `injected fault; quote X-Correlation-Id ${correlationId}`,
+          ),
+        );
+      } else {
+        const [status, body] = await route(req, url, entry);
+        if (api && Math.random() < faults.dropRate) {
+          entry.outcome = 'dropped';
+          entry.status = status;
+          res.socket?.destroy();
+        } else send(status, body);
+      }
+    } catch (err) {
+      if (err instanceof HttpError)
+        send(err.status, {
+          ...problem(err.status, err.title, err.message),
+          ...(err.errors && { errors: err.errors }),
+        });
+      else {
+        log?.error({ err, correlationId }, 'local-certyo: unexpected error');
+        send(500, problem(500, 'Internal Server Error', 'unexpected error'));
+      }
+    } finally {
+      record(entry);
+    }
+  });
+  server.keepAliveTimeout = 10_000;
+
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://${opts.host ?? '127.0.0.1'}:${port}`,
+    port,
+    ledger,
+    faults,
+    requests,
+    waitFor(pred) {
+      const hit = requests.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve) => waiters.add({ pred, resolve }));
+    },
+    async close() {
+      ledger.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+const problem = (status: number, title: string, detail: string) => ({
+  type: 'about:blank',
+  title,
+  status,
+  detail,
+});
+
+async function readBodyText(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  for await (const c of req) chunks.push(c as Buffer);
+  return chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
+}
