@@ -24,6 +24,11 @@ export class JsonSyntaxError extends Error {}
 
 const NUMBER = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?/y;
 const WS = /[ \t\n\r]*/y;
+const LITERALS: Array<[string, Json]> = [
+  ['true', true],
+  ['false', false],
+  ['null', null],
+];
 
 export function parseJson(text: string): Json {
   let i = 0;
@@ -76,9 +81,12 @@ export function parseJson(text: string): Json {
       }
     }
     if (c === '"') return string();
-    if (text.startsWith('true', i)) return (i += 4), true;
-    if (text.startsWith('false', i)) return (i += 5), false;
-    if (text.startsWith('null', i)) return (i += 4), null;
+    for (const [word, v] of LITERALS) {
+      if (text.startsWith(word, i)) {
+        i += word.length;
+        return v;
+      }
+    }
     NUMBER.lastIndex = i;
     const m = NUMBER.exec(text);
     if (!m) return fail('unexpected character');
