@@ -15,5 +15,12 @@ grant execute on function certyo.capture_before(), certyo.capture(), certyo.wake
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
 
+grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
+
+-- certyo_relay: the sidecar's verbs, nothing else.
+grant execute on function certyo.claim(uuid, integer, interval), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
+    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy()
+    to certyo_relay;
+
 -- Everyone who watches: the views.
-grant select on certyo.backlog, certyo.tracked_tables to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.backlog, certyo.tracked_tables, certyo.parked to certyo_reader, certyo_admin, certyo_relay;

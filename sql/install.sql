@@ -13,6 +13,11 @@
 \ir drop_triggers.sql
 \ir enable_tracking.sql
 \ir disable_tracking.sql
+\ir write_status.sql
+\ir claim.sql
+\ir ack.sql
+\ir relay_ops.sql
 \ir backlog.sql
+\ir parked.sql
 \ir tracked_tables.sql
 \ir grants.sql

@@ -3,12 +3,14 @@
 import { connect } from './db.js';
 import { migrate, psqlBundle } from './install.js';
 import { localCertyoCommand } from './local-certyo/command.js';
+import { relayCommand } from './relay-command.js';
 
 const USAGE = `certyo-pg <command> [options]
 
 Commands:
   migrate        apply the migrations and the sql/ install to DATABASE_URL
   sql            print the whole install as one plain-SQL script for psql
+  relay          run the relay sidecar until SIGTERM/SIGINT (configuration: README)
   local-certyo   run the local Certyo-compatible server (--help for options)
   help           show this text
 
@@ -34,6 +36,7 @@ const commands: Record<string, Command> = {
     return 0;
   },
   'local-certyo': localCertyoCommand,
+  relay: relayCommand,
   async help() {
     console.log(USAGE);
     return 0;

@@ -96,6 +96,33 @@ create table certyo.waiting_relay (
 insert into certyo.pgmigrations (name, run_on) values ('1763800000000_capture-core', now());
 \endif
 
+-- migration 1763800000001_relay
+select not exists (select from certyo.pgmigrations where name = '1763800000001_relay') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- Relay state: receipts of delivered changes, and an index over the few outbox
+-- rows that are leased or parked (writers never touch it: new rows have
+-- neither), which the claim uses to keep later changes of a record waiting.
+
+create table certyo.receipt (
+    id bigint primary key,
+    table_id integer not null,
+    op "char" not null,
+    record_id text not null,
+    idempotency_key uuid not null,
+    changed_at timestamptz not null,
+    delivered_at timestamptz not null default pg_catalog.now(),
+    record_hash text,
+    accepted_at timestamptz,
+    snapshot_id text
+);
+create index receipt_record on certyo.receipt (table_id, record_id, id);
+
+create index outbox_held on certyo.outbox (table_id, record_id)
+    where lease_token is not null or parked_at is not null;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000001_relay', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -604,6 +631,239 @@ $$;
 comment on function certyo.disable_tracking(regclass, boolean) is
     'Stop capturing a table''s changes; pending changes are still delivered. Idempotent.';
 
+-- sql/write_status.sql
+-- certyo.write_status(table_id, record_ids, versions, statuses, hashes, verified_ats):
+-- write status columns back into a tracked table, only on rows still at the
+-- given version (a newer version keeps its own status), never waiting for a
+-- row a user transaction holds (skip locked: that row is getting a newer
+-- version anyway). Runs as certyo's owner, so the BEFORE trigger sees a
+-- status-only write-back and captures nothing. Returns rows written.
+create or replace function certyo.write_status(
+    table_id integer, record_ids text[], versions bigint[], statuses text[], hashes text[], verified_ats timestamptz[]
+)
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
+set intervalstyle = 'postgres'
+set extra_float_digits = 1
+set bytea_output = 'hex'
+as $$
+declare
+    v_rel regclass;
+    v_match text;
+    v_count integer;
+begin
+    select t.relid::regclass,
+           string_agg(format('t.%I = (%s)::%s', a.attname,
+                             case when cardinality(t.key_attnums) = 1 then 'u.k' else format('u.k::json ->> %s', k.n - 1) end,
+                             format_type(a.atttypid, a.atttypmod)), ' and ' order by k.n)
+    into v_rel, v_match
+    from certyo.tracked_table t
+    cross join lateral unnest(t.key_attnums) with ordinality as k(attnum, n)
+    join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum and not a.attisdropped
+    join pg_class c on c.oid = t.relid
+    where t.table_id = write_status.table_id
+    group by t.relid, t.key_attnums;
+    if v_match is null then
+        return 0; -- the table is gone (or its key): receipts keep what was delivered
+    end if;
+    execute format(
+        'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
+        ' target as (select t.ctid, u.s, u.h, u.va from %1$s t join u on %2$s and t.certyo_record_version = u.v'
+        '            for update of t skip locked)'
+        ' update %1$s t set certyo_anchor_status = target.s, certyo_record_hash = coalesce(target.h, t.certyo_record_hash),'
+        '   certyo_verified_at = coalesce(target.va, t.certyo_verified_at)'
+        ' from target where t.ctid = target.ctid',
+        v_rel, v_match)
+    using record_ids, versions, statuses, hashes, verified_ats;
+    get diagnostics v_count = row_count;
+    return v_count;
+end
+$$;
+
+-- sql/claim.sql
+-- certyo.claim(relay_token, max_changes, lease): lease up to max_changes
+-- deliverable changes, oldest first, and return them ready to send. A change
+-- is held back while an earlier change of the same record is leased by a live
+-- lease or parked, so each record's changes leave in version order even with
+-- several relays. Claims are serialised (one short transaction each) so two
+-- relays never split one record's changes between them.
+create or replace function certyo.claim(relay_token uuid, max_changes integer default 1000, lease interval default '60 seconds')
+returns table (id bigint, idempotency_key uuid, op "char", record_id text, collection text, changed_at timestamptz, record text)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform pg_advisory_xact_lock(7283002);
+    return query
+    with held as (
+        select distinct h.table_id, h.record_id
+        from certyo.outbox h
+        where (h.lease_token is not null or h.parked_at is not null)
+            and (h.parked_at is not null or h.lease_until > now())
+    ),
+    picked as (
+        select o.id
+        from certyo.outbox o
+        where (o.lease_token is null or o.lease_until <= now())
+            and o.parked_at is null
+            and not exists (select from held where held.table_id = o.table_id and held.record_id = o.record_id)
+        order by o.id
+        limit max_changes
+        for update skip locked
+    ),
+    leased as (
+        update certyo.outbox o
+        set lease_token = relay_token, lease_until = now() + lease, attempts = o.attempts + 1
+        from picked
+        where o.id = picked.id
+        returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
+    )
+    select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
+           certyo.record_payload(l.payload, t.exclude_columns::text[])::text
+    from leased l
+    join certyo.tracked_table t on t.table_id = l.table_id
+    order by l.id;
+end
+$$;
+
+comment on function certyo.claim(uuid, integer, interval) is
+    'Relay: lease up to max_changes deliverable changes in per-record version order.';
+
+-- sql/ack.sql
+-- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids):
+-- the changes were accepted by Certyo. Only the holder of their lease can
+-- acknowledge (a relay whose lease was taken over acknowledges nothing). Moves
+-- them from the outbox to certyo.receipt and marks each row 'submitted' if it
+-- is still at that version. Returns the number acknowledged.
+create or replace function certyo.ack(
+    relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[]
+)
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_count integer;
+    v_table record;
+begin
+    create temporary table if not exists certyo_acked (
+        table_id integer, record_id text, id bigint, record_hash text
+    ) on commit drop;
+    with done as (
+        delete from certyo.outbox o
+        using unnest(ids, record_hashes, accepted_ats, snapshot_ids) as r(id, h, a, s)
+        where o.id = r.id and o.lease_token = relay_token
+        returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s
+    ),
+    kept as (
+        insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id)
+        select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s from done d
+        on conflict (id) do nothing
+        returning receipt.id
+    )
+    insert into certyo_acked
+    select d.table_id, d.record_id, d.id, d.h from done d where d.op <> 'D';
+    get diagnostics v_count = row_count;
+    for v_table in select a.table_id, array_agg(a.record_id) as k, array_agg(a.id) as v, array_agg(a.record_hash) as h
+                   from certyo_acked a group by a.table_id loop
+        perform certyo.write_status(v_table.table_id, v_table.k, v_table.v,
+                                    array_fill('submitted'::text, array[cardinality(v_table.k)]),
+                                    v_table.h, array_fill(null::timestamptz, array[cardinality(v_table.k)]));
+    end loop;
+    select count(*) into v_count from certyo.receipt r where r.id = any (ids) and r.delivered_at = now();
+    drop table certyo_acked;
+    return v_count;
+end
+$$;
+
+comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[]) is
+    'Relay: acknowledge delivered changes (fenced by the lease), keep receipts, mark rows submitted.';
+
+-- sql/relay_ops.sql
+-- The relay's other verbs: give back a lease, park rejected changes, register
+-- as waiting for a wake-up, and (for admins) retry parked changes.
+
+-- certyo.release(relay_token): give back every change this relay leased (graceful stop).
+create or replace function certyo.release(relay_token uuid)
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with r as (
+        update certyo.outbox o set lease_token = null, lease_until = null
+        where o.lease_token = relay_token
+        returning 1
+    )
+    select count(*)::integer from r
+$$;
+
+-- certyo.park(relay_token, ids, errors): Certyo rejected these changes. They
+-- stay in the outbox with the reason, and later changes of the same record
+-- wait behind them (order is kept) until certyo.retry_parked().
+create or replace function certyo.park(relay_token uuid, ids bigint[], errors text[])
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with p as (
+        update certyo.outbox o
+        set parked_at = now(), last_error = r.e, lease_token = null, lease_until = null
+        from unnest(ids, errors) as r(id, e)
+        where o.id = r.id and o.lease_token = relay_token
+        returning 1
+    )
+    select count(*)::integer from p
+$$;
+
+-- certyo.retry_parked(target, record_id): make parked changes deliverable again
+-- (all of them, one table's, or one record's). Returns how many.
+create or replace function certyo.retry_parked(target regclass default null, record_id text default null)
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with r as (
+        update certyo.outbox o
+        set parked_at = null, last_error = null
+        from certyo.tracked_table t
+        where o.parked_at is not null
+            and t.table_id = o.table_id
+            and (retry_parked.target is null or t.relid = retry_parked.target)
+            and (retry_parked.record_id is null or o.record_id = retry_parked.record_id)
+        returning 1
+    )
+    select count(*)::integer from r
+$$;
+
+-- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no
+-- longer) waiting for a wake-up. Rows of sessions that are gone are removed.
+create or replace function certyo.relay_wait()
+returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    delete from certyo.waiting_relay w where not exists (select from pg_stat_activity a where a.pid = w.pid);
+    insert into certyo.waiting_relay (pid) values (pg_backend_pid()) on conflict (pid) do nothing;
+$$;
+
+create or replace function certyo.relay_busy()
+returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    delete from certyo.waiting_relay where pid = pg_backend_pid();
+$$;
+
 -- sql/backlog.sql
 -- certyo.backlog: per tracked table (including tables no longer tracked that
 -- still have undelivered changes), what waits in the outbox and since when.
@@ -626,6 +886,16 @@ having t.active or count(o.id) > 0;
 
 comment on view certyo.backlog is
     'Outbox backlog per tracked table: pending and parked changes, oldest pending change and its age.';
+
+-- sql/parked.sql
+-- certyo.parked: changes Certyo rejected, with the reason; fix the cause, then
+-- select certyo.retry_parked(...).
+create or replace view certyo.parked as
+select o.id, format('%I.%I', t.schema_name, t.table_name) as table_name, t.collection, o.record_id, o.op,
+       o.changed_at, o.parked_at, o.attempts, o.last_error
+from certyo.outbox o
+join certyo.tracked_table t on t.table_id = o.table_id
+where o.parked_at is not null;
 
 -- sql/tracked_tables.sql
 -- certyo.tracked_tables: which tables are tracked and how (key, collection,
@@ -666,5 +936,12 @@ grant execute on function certyo.capture_before(), certyo.capture(), certyo.wake
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
 
+grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
+
+-- certyo_relay: the sidecar's verbs, nothing else.
+grant execute on function certyo.claim(uuid, integer, interval), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
+    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy()
+    to certyo_relay;
+
 -- Everyone who watches: the views.
-grant select on certyo.backlog, certyo.tracked_tables to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.backlog, certyo.tracked_tables, certyo.parked to certyo_reader, certyo_admin, certyo_relay;

@@ -1,0 +1,90 @@
+// Relay configuration: one pure function from the environment to a frozen
+// object. Every default is in DEFAULTS; every invalid variable is reported at
+// once. The README's configuration table lists exactly these variables.
+export const DEFAULTS = {
+  CERTYO_BASE_URL: 'https://www.certyos.com',
+  LOG_LEVEL: 'info',
+  CERTYO_BATCH_SIZE: '1000',
+  CERTYO_LEASE_SECONDS: '60',
+  CERTYO_POLL_INTERVAL_MS: '1000',
+  CERTYO_HTTP_TIMEOUT_MS: '30000',
+  CERTYO_BACKOFF_BASE_MS: '200',
+  CERTYO_BACKOFF_MAX_MS: '30000',
+  CERTYO_CONCURRENCY: '2',
+  CERTYO_HEALTH_PORT: '0',
+  CERTYO_SHUTDOWN_TIMEOUT_MS: '10000',
+} as const;
+
+export const REQUIRED = ['CERTYO_API_KEY', 'CERTYO_TENANT_ID'] as const;
+export const OPTIONAL = ['DATABASE_URL', 'CERTYO_CLIENT_ID', 'CERTYO_DATABASE'] as const;
+
+export interface Config {
+  databaseUrl: string | undefined;
+  apiKey: string;
+  tenantId: string;
+  clientId: string | undefined;
+  database: string | undefined;
+  baseUrl: string;
+  logLevel: string;
+  batchSize: number;
+  leaseSeconds: number;
+  pollIntervalMs: number;
+  httpTimeoutMs: number;
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  concurrency: number;
+  healthPort: number;
+  shutdownTimeoutMs: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+  }
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export function loadConfig(env: Record<string, string | undefined>): Readonly<Config> {
+  const problems: string[] = [];
+  const value = (name: keyof typeof DEFAULTS) => env[name] ?? DEFAULTS[name];
+  const int = (name: keyof typeof DEFAULTS, min: number, max: number) => {
+    const raw = value(name);
+    const n = Number(raw);
+    if (!/^\d+$/.test(raw) || n < min || n > max)
+      problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
+    return n;
+  };
+  for (const name of REQUIRED) if (!env[name]) problems.push(`${name} is required`);
+  const baseUrl = value('CERTYO_BASE_URL').replace(/\/+$/, '');
+  try {
+    const u = new URL(baseUrl);
+    if (u.protocol !== 'https:' && u.protocol !== 'http:')
+      problems.push('CERTYO_BASE_URL must be an http(s) URL');
+  } catch {
+    problems.push(`CERTYO_BASE_URL is not a URL: "${baseUrl}"`);
+  }
+  const logLevel = value('LOG_LEVEL');
+  if (!LEVELS.includes(logLevel))
+    problems.push(`LOG_LEVEL must be one of ${LEVELS.join(', ')}, got "${logLevel}"`);
+  const config: Config = {
+    databaseUrl: env.DATABASE_URL || undefined,
+    apiKey: env.CERTYO_API_KEY ?? '',
+    tenantId: env.CERTYO_TENANT_ID ?? '',
+    clientId: env.CERTYO_CLIENT_ID || undefined,
+    database: env.CERTYO_DATABASE || undefined,
+    baseUrl,
+    logLevel,
+    batchSize: int('CERTYO_BATCH_SIZE', 1, 1000),
+    leaseSeconds: int('CERTYO_LEASE_SECONDS', 5, 3600),
+    pollIntervalMs: int('CERTYO_POLL_INTERVAL_MS', 10, 600_000),
+    httpTimeoutMs: int('CERTYO_HTTP_TIMEOUT_MS', 100, 600_000),
+    backoffBaseMs: int('CERTYO_BACKOFF_BASE_MS', 1, 60_000),
+    backoffMaxMs: int('CERTYO_BACKOFF_MAX_MS', 1, 3_600_000),
+    concurrency: int('CERTYO_CONCURRENCY', 1, 16),
+    healthPort: int('CERTYO_HEALTH_PORT', 0, 65535),
+    shutdownTimeoutMs: int('CERTYO_SHUTDOWN_TIMEOUT_MS', 100, 600_000),
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(config);
+}

@@ -1,0 +1,60 @@
+// /healthz (process up), /readyz (delivering: database reachable, Certyo not
+// refusing our credentials), /metrics (Prometheus text). No secrets in output.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Sql } from 'postgres';
+import type { Relay } from './relay.js';
+
+export async function startHealth(
+  port: number,
+  relay: Relay,
+  sql: Sql,
+): Promise<{ port: number; server: Server }> {
+  const server = createServer(async (req, res) => {
+    const send = (status: number, body: string, type = 'text/plain; version=0.0.4') => {
+      res.writeHead(status, { 'content-type': type });
+      res.end(body);
+    };
+    if (req.url === '/healthz') return send(200, 'ok\n');
+    if (req.url === '/readyz') {
+      const db = await sql`select 1`.then(
+        () => true,
+        () => false,
+      );
+      const ready = db && relay.healthy;
+      return send(
+        ready ? 200 : 503,
+        JSON.stringify({ ready, database: db, certyo: relay.healthy, lastError: relay.lastError ?? null }),
+        'application/json',
+      );
+    }
+    if (req.url === '/metrics') {
+      const rows =
+        await sql`select coalesce(sum(pending), 0)::int as backlog, coalesce(sum(parked), 0)::int as parked,
+                                    coalesce(extract(epoch from max(oldest_change_age)), 0)::float8 as age
+                             from certyo.backlog`.catch(() => [{ backlog: -1, parked: -1, age: -1 }]);
+      const b = rows[0] as { backlog: number; parked: number; age: number };
+      const m = relay.metrics;
+      return send(
+        200,
+        [
+          ['certyo_changes_delivered_total', 'counter', m.delivered],
+          ['certyo_changes_retried_total', 'counter', m.retried],
+          ['certyo_changes_parked_total', 'counter', m.parked],
+          ['certyo_http_requests_total', 'counter', m.requests],
+          ['certyo_http_request_seconds_sum', 'counter', m.httpSeconds],
+          ['certyo_backlog_changes', 'gauge', b.backlog],
+          ['certyo_parked_changes', 'gauge', b.parked],
+          ['certyo_oldest_pending_age_seconds', 'gauge', b.age],
+          ['certyo_relay_healthy', 'gauge', relay.healthy ? 1 : 0],
+        ]
+          .map(([name, type, v]) => `# TYPE ${name} ${type}\n${name} ${v}`)
+          .join('\n')
+          .concat('\n'),
+      );
+    }
+    send(404, 'not found\n');
+  });
+  await new Promise<void>((r) => server.listen(port, '0.0.0.0', r));
+  return { port: (server.address() as AddressInfo).port, server };
+}

@@ -1,0 +1,42 @@
+// `certyo-pg relay`: the sidecar. Validates configuration before connecting,
+// runs until SIGTERM/SIGINT, then stops gracefully before the deadline.
+import { CertyoClient } from './certyo/client.js';
+import { ConfigError, loadConfig } from './config.js';
+import { connect } from './db.js';
+import { startHealth } from './health.js';
+import { createLogger } from './log.js';
+import { Relay } from './relay.js';
+
+export async function relayCommand(_args: string[], env = process.env): Promise<number> {
+  let cfg: ReturnType<typeof loadConfig>;
+  try {
+    cfg = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`certyo-pg relay: ${err.message}`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(cfg.logLevel, [cfg.apiKey]);
+  const sql = connect(cfg.databaseUrl, {
+    max: cfg.concurrency + 2,
+    connection: { application_name: 'certyo-relay' },
+    onnotice: () => {},
+  });
+  const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
+  const relay = new Relay(cfg, sql, client, log);
+  await relay.start();
+  const health = await startHealth(cfg.healthPort, relay, sql);
+  log.info({ healthPort: health.port, baseUrl: cfg.baseUrl }, 'health endpoints listening');
+  await new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
+  log.info('stopping');
+  await relay.stop();
+  health.server.close();
+  await client.close();
+  await sql.end({ timeout: 5 });
+  return 0;
+}

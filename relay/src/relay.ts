@@ -1,0 +1,245 @@
+// The relay: claim changes (leased, in per-record order), POST them to
+// Certyo outside any transaction, acknowledge (fenced by the lease) or park
+// what Certyo rejected. Woken by NOTIFY while idle, polling as a fallback.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ReservedSql, Sql } from 'postgres';
+import type { CertyoClient, Outcome, RecordResult } from './certyo/client.js';
+import type { Config } from './config.js';
+
+export interface Change {
+  id: string;
+  idempotency_key: string;
+  op: 'I' | 'U' | 'D';
+  record_id: string;
+  collection: string;
+  changed_at: Date;
+  record: string;
+}
+
+export class Metrics {
+  delivered = 0;
+  retried = 0;
+  parked = 0;
+  requests = 0;
+  httpSeconds = 0;
+}
+
+const OPERATION = { I: 'insert', U: 'update', D: 'delete' } as const;
+
+export class Relay {
+  readonly token = randomUUID();
+  readonly metrics = new Metrics();
+  healthy = true;
+  lastError: string | undefined;
+  private running = false;
+  private workers: Promise<void>[] = [];
+  private wakers = new Set<() => void>();
+  private control: ReservedSql | undefined;
+  private waiting = false;
+  private unlisten: (() => Promise<void>) | undefined;
+
+  constructor(
+    private readonly cfg: Config,
+    private readonly sql: Sql,
+    private readonly client: CertyoClient,
+    private readonly log: Logger,
+  ) {}
+
+  async start() {
+    this.running = true;
+    const database = this.cfg.database ?? (await this.sql`select current_database() as d`)[0]!.d;
+    this.database = database as string;
+    this.control = await this.sql.reserve();
+    // postgres.js re-issues LISTEN after a reconnect and calls onlisten again: poll then too.
+    const sub = await this.sql.listen(
+      'certyo_wakeup',
+      () => this.wake(),
+      () => this.wake(),
+    );
+    this.unlisten = sub.unlisten;
+    this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => this.work(i));
+    this.log.info({ token: this.token, concurrency: this.cfg.concurrency, database }, 'relay started');
+  }
+
+  private database = '';
+
+  /** Stop claiming, let in-flight batches finish until the deadline, give back every lease. */
+  async stop() {
+    this.running = false;
+    this.wake();
+    const deadline = new Promise((r) => setTimeout(r, this.cfg.shutdownTimeoutMs).unref());
+    await Promise.race([Promise.all(this.workers), deadline]);
+    try {
+      const [row] = await this.sql`select certyo.release(${this.token}) as n`;
+      if (this.control) await this.control`select certyo.relay_busy()`;
+      this.log.info({ released: row?.n }, 'relay stopped');
+    } catch (err) {
+      this.log.warn({ err }, 'could not release leases; they expire on their own');
+    }
+    this.control?.release();
+    await this.unlisten?.().catch(() => {});
+  }
+
+  private wake() {
+    for (const w of this.wakers) w();
+    this.wakers.clear();
+  }
+
+  private sleep(ms: number) {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.wakers.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.wakers.add(done);
+    });
+  }
+
+  private async setWaiting(waiting: boolean) {
+    if (this.waiting === waiting || !this.control) return;
+    this.waiting = waiting;
+    await (waiting ? this.control`select certyo.relay_wait()` : this.control`select certyo.relay_busy()`);
+  }
+
+  private async work(worker: number) {
+    let failures = 0;
+    while (this.running) {
+      try {
+        const changes = await this.sql<Change[]>`
+          select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record
+          from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`})`;
+        failures = 0;
+        if (changes.length === 0) {
+          if (!this.waiting) {
+            await this.setWaiting(true);
+            continue; // claim once more: a change committed just before we registered sent no NOTIFY
+          }
+          await this.sleep(this.cfg.pollIntervalMs);
+          continue;
+        }
+        if (changes.length === this.cfg.batchSize) await this.setWaiting(false);
+        await this.deliver(changes);
+      } catch (err) {
+        failures++;
+        this.lastError = (err as Error).message;
+        this.log.warn({ err, worker, failures }, 'relay loop error; backing off');
+        await this.sleep(this.backoff(failures));
+      }
+    }
+  }
+
+  /** Full jitter: uniform in [0, min(max, base * 2^attempt)). */
+  backoff(attempt: number) {
+    return (
+      Math.random() * Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** Math.min(attempt, 20))
+    );
+  }
+
+  body(changes: Change[]): string {
+    const { tenantId, clientId } = this.cfg;
+    const fixed = `"tenantId":${JSON.stringify(tenantId)},${clientId ? `"clientId":${JSON.stringify(clientId)},` : ''}"database":${JSON.stringify(this.database)}`;
+    const records = changes.map(
+      (c) =>
+        `{${fixed},"collection":${JSON.stringify(c.collection)},"recordId":${JSON.stringify(c.record_id)},` +
+        `"recordVersion":"${c.id}","operationType":"${OPERATION[c.op]}","recordPayload":${c.record},` +
+        `"sourceTimestamp":"${c.changed_at.toISOString()}","idempotencyKey":"${c.idempotency_key}"}`,
+    );
+    return `{"tenantId":${JSON.stringify(tenantId)},"records":[${records.join(',')}]}`;
+  }
+
+  /** Sends until Certyo gives an answer about every change; outcome unknown is retried, never failed. */
+  private async deliver(changes: Change[]): Promise<void> {
+    for (let attempt = 1; this.running || attempt === 1; attempt++) {
+      const t0 = performance.now();
+      const outcome: Outcome = await this.client.postBulk(this.body(changes));
+      this.metrics.requests++;
+      this.metrics.httpSeconds += (performance.now() - t0) / 1000;
+      switch (outcome.kind) {
+        case 'accepted':
+          this.healthy = true;
+          return this.settle(changes, outcome.results);
+        case 'refused':
+          if (changes.length === 1) return this.park(changes, [`${outcome.status}: ${outcome.detail}`]);
+          for (const half of [changes.slice(0, changes.length >> 1), changes.slice(changes.length >> 1)]) {
+            await this.deliver(half);
+          }
+          return;
+        case 'fatal':
+          this.healthy = false;
+          this.lastError = `Certyo answered ${outcome.status}: check CERTYO_API_KEY, CERTYO_TENANT_ID and CERTYO_BASE_URL`;
+          this.log.error({ status: outcome.status, detail: outcome.detail }, this.lastError);
+          await this.sleep(this.cfg.backoffMaxMs);
+          break;
+        case 'retry': {
+          this.metrics.retried += changes.length;
+          const ms = outcome.retryAfterMs ?? this.backoff(attempt);
+          this.log.warn(
+            { reason: outcome.reason, attempt, waitMs: Math.round(ms), changes: changes.length },
+            'delivery will be retried',
+          );
+          await this.sleep(ms);
+          break;
+        }
+      }
+    }
+    // Stopping mid-retry: the leases are given back by stop(); nothing is lost.
+  }
+
+  private async settle(changes: Change[], results: RecordResult[] | undefined) {
+    const byIndex = new Map((results ?? []).map((r) => [r.index, r]));
+    const acked: Change[] = [];
+    const hashes: (string | null)[] = [];
+    const acceptedAt: (string | null)[] = [];
+    const snapshots: (string | null)[] = [];
+    const rejected: Change[] = [];
+    const reasons: string[] = [];
+    changes.forEach((c, i) => {
+      const r = byIndex.get(i);
+      if (r?.status === 'rejected') {
+        rejected.push(c);
+        reasons.push(r.error ?? 'rejected by Certyo');
+        return;
+      }
+      acked.push(c);
+      hashes.push(r?.recordHash?.replace(/^sha256:/, '') ?? null);
+      acceptedAt.push(r?.acceptedAt ?? null);
+      snapshots.push(r?.snapshotId ?? null);
+    });
+    if (acked.length > 0) {
+      await this.retryDb(
+        () => this
+          .sql`select certyo.ack(${this.token}, ${acked.map((c) => c.id)}::bigint[], ${hashes}::text[],
+                                           ${acceptedAt}::timestamptz[], ${snapshots}::text[])`,
+      );
+      this.metrics.delivered += acked.length;
+    }
+    if (rejected.length > 0) await this.park(rejected, reasons);
+  }
+
+  private async park(changes: Change[], reasons: string[]) {
+    await this.retryDb(
+      () =>
+        this
+          .sql`select certyo.park(${this.token}, ${changes.map((c) => c.id)}::bigint[], ${reasons}::text[])`,
+    );
+    this.metrics.parked += changes.length;
+    this.log.warn({ changes: changes.map((c) => c.id), reasons }, 'changes parked: Certyo rejected them');
+  }
+
+  /** Acknowledgements survive a killed connection: retried (postgres.js reconnects) until stop. */
+  private async retryDb(op: () => Promise<unknown>) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await op();
+        return;
+      } catch (err) {
+        if (!this.running && attempt > 3) throw err;
+        this.log.warn({ err, attempt }, 'database write failed; retrying');
+        await new Promise((r) => setTimeout(r, this.backoff(attempt)));
+      }
+    }
+  }
+}

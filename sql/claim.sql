@@ -1,0 +1,48 @@
+-- certyo.claim(relay_token, max_changes, lease): lease up to max_changes
+-- deliverable changes, oldest first, and return them ready to send. A change
+-- is held back while an earlier change of the same record is leased by a live
+-- lease or parked, so each record's changes leave in version order even with
+-- several relays. Claims are serialised (one short transaction each) so two
+-- relays never split one record's changes between them.
+create or replace function certyo.claim(relay_token uuid, max_changes integer default 1000, lease interval default '60 seconds')
+returns table (id bigint, idempotency_key uuid, op "char", record_id text, collection text, changed_at timestamptz, record text)
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform pg_advisory_xact_lock(7283002);
+    return query
+    with held as (
+        select distinct h.table_id, h.record_id
+        from certyo.outbox h
+        where (h.lease_token is not null or h.parked_at is not null)
+            and (h.parked_at is not null or h.lease_until > now())
+    ),
+    picked as (
+        select o.id
+        from certyo.outbox o
+        where (o.lease_token is null or o.lease_until <= now())
+            and o.parked_at is null
+            and not exists (select from held where held.table_id = o.table_id and held.record_id = o.record_id)
+        order by o.id
+        limit max_changes
+        for update skip locked
+    ),
+    leased as (
+        update certyo.outbox o
+        set lease_token = relay_token, lease_until = now() + lease, attempts = o.attempts + 1
+        from picked
+        where o.id = picked.id
+        returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
+    )
+    select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
+           certyo.record_payload(l.payload, t.exclude_columns::text[])::text
+    from leased l
+    join certyo.tracked_table t on t.table_id = l.table_id
+    order by l.id;
+end
+$$;
+
+comment on function certyo.claim(uuid, integer, interval) is
+    'Relay: lease up to max_changes deliverable changes in per-record version order.';

@@ -1,0 +1,78 @@
+-- The relay's other verbs: give back a lease, park rejected changes, register
+-- as waiting for a wake-up, and (for admins) retry parked changes.
+
+-- certyo.release(relay_token): give back every change this relay leased (graceful stop).
+create or replace function certyo.release(relay_token uuid)
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with r as (
+        update certyo.outbox o set lease_token = null, lease_until = null
+        where o.lease_token = relay_token
+        returning 1
+    )
+    select count(*)::integer from r
+$$;
+
+-- certyo.park(relay_token, ids, errors): Certyo rejected these changes. They
+-- stay in the outbox with the reason, and later changes of the same record
+-- wait behind them (order is kept) until certyo.retry_parked().
+create or replace function certyo.park(relay_token uuid, ids bigint[], errors text[])
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with p as (
+        update certyo.outbox o
+        set parked_at = now(), last_error = r.e, lease_token = null, lease_until = null
+        from unnest(ids, errors) as r(id, e)
+        where o.id = r.id and o.lease_token = relay_token
+        returning 1
+    )
+    select count(*)::integer from p
+$$;
+
+-- certyo.retry_parked(target, record_id): make parked changes deliverable again
+-- (all of them, one table's, or one record's). Returns how many.
+create or replace function certyo.retry_parked(target regclass default null, record_id text default null)
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with r as (
+        update certyo.outbox o
+        set parked_at = null, last_error = null
+        from certyo.tracked_table t
+        where o.parked_at is not null
+            and t.table_id = o.table_id
+            and (retry_parked.target is null or t.relid = retry_parked.target)
+            and (retry_parked.record_id is null or o.record_id = retry_parked.record_id)
+        returning 1
+    )
+    select count(*)::integer from r
+$$;
+
+-- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no
+-- longer) waiting for a wake-up. Rows of sessions that are gone are removed.
+create or replace function certyo.relay_wait()
+returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    delete from certyo.waiting_relay w where not exists (select from pg_stat_activity a where a.pid = w.pid);
+    insert into certyo.waiting_relay (pid) values (pg_backend_pid()) on conflict (pid) do nothing;
+$$;
+
+create or replace function certyo.relay_busy()
+returns void
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    delete from certyo.waiting_relay where pid = pg_backend_pid();
+$$;

@@ -1,0 +1,50 @@
+-- certyo.write_status(table_id, record_ids, versions, statuses, hashes, verified_ats):
+-- write status columns back into a tracked table, only on rows still at the
+-- given version (a newer version keeps its own status), never waiting for a
+-- row a user transaction holds (skip locked: that row is getting a newer
+-- version anyway). Runs as certyo's owner, so the BEFORE trigger sees a
+-- status-only write-back and captures nothing. Returns rows written.
+create or replace function certyo.write_status(
+    table_id integer, record_ids text[], versions bigint[], statuses text[], hashes text[], verified_ats timestamptz[]
+)
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
+set intervalstyle = 'postgres'
+set extra_float_digits = 1
+set bytea_output = 'hex'
+as $$
+declare
+    v_rel regclass;
+    v_match text;
+    v_count integer;
+begin
+    select t.relid::regclass,
+           string_agg(format('t.%I = (%s)::%s', a.attname,
+                             case when cardinality(t.key_attnums) = 1 then 'u.k' else format('u.k::json ->> %s', k.n - 1) end,
+                             format_type(a.atttypid, a.atttypmod)), ' and ' order by k.n)
+    into v_rel, v_match
+    from certyo.tracked_table t
+    cross join lateral unnest(t.key_attnums) with ordinality as k(attnum, n)
+    join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum and not a.attisdropped
+    join pg_class c on c.oid = t.relid
+    where t.table_id = write_status.table_id
+    group by t.relid, t.key_attnums;
+    if v_match is null then
+        return 0; -- the table is gone (or its key): receipts keep what was delivered
+    end if;
+    execute format(
+        'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
+        ' target as (select t.ctid, u.s, u.h, u.va from %1$s t join u on %2$s and t.certyo_record_version = u.v'
+        '            for update of t skip locked)'
+        ' update %1$s t set certyo_anchor_status = target.s, certyo_record_hash = coalesce(target.h, t.certyo_record_hash),'
+        '   certyo_verified_at = coalesce(target.va, t.certyo_verified_at)'
+        ' from target where t.ctid = target.ctid',
+        v_rel, v_match)
+    using record_ids, versions, statuses, hashes, verified_ats;
+    get diagnostics v_count = row_count;
+    return v_count;
+end
+$$;

@@ -1,0 +1,274 @@
+// The relay against real PostgreSQL and the local Certyo server: nothing lost,
+// per-record order, retries, parking, fencing, wake-up, key never logged.
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { after, afterEach, before, describe, test } from 'node:test';
+import postgres from 'postgres';
+import { CertyoClient } from '../../relay/src/certyo/client.js';
+import { loadConfig } from '../../relay/src/config.js';
+import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
+import { createLogger } from '../../relay/src/log.js';
+import { Relay } from '../../relay/src/relay.js';
+import { freshDatabase, type TestDb } from '../harness/db.js';
+
+const KEY = 'certyo_sk_test_relay_0123456789abcdef';
+let db: TestDb;
+let api: LocalCertyo;
+let logLines: string[] = [];
+const running: Array<{ relay: Relay; close: () => Promise<void> }> = [];
+
+async function startRelay(env: Record<string, string> = {}, key = KEY) {
+  const cfg = loadConfig({
+    CERTYO_API_KEY: key,
+    CERTYO_TENANT_ID: 'acme',
+    CERTYO_BASE_URL: api.url,
+    CERTYO_BACKOFF_BASE_MS: '5',
+    CERTYO_BACKOFF_MAX_MS: '200',
+    CERTYO_POLL_INTERVAL_MS: '60000', // only a NOTIFY can wake it quickly
+    LOG_LEVEL: 'debug',
+    ...env,
+  });
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(String(chunk));
+      cb();
+    },
+  });
+  const sql = postgres(db.url, { max: cfg.concurrency + 2, onnotice: () => {} });
+  const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
+  const relay = new Relay(cfg, sql, client, createLogger('debug', [cfg.apiKey], sink));
+  await relay.start();
+  const entry = {
+    relay,
+    close: async () => {
+      await relay.stop();
+      await client.close();
+      await sql.end();
+    },
+  };
+  running.push(entry);
+  return entry;
+}
+
+/** Every change the API recorded as accepted, first receipt per idempotency key, in arrival order. */
+function received() {
+  const seen = new Map<string, { recordId: string; version: bigint }>();
+  for (const r of api.requests) {
+    for (const x of r.records) {
+      if (x.status === 'accepted' && x.idempotencyKey && !seen.has(x.idempotencyKey)) {
+        seen.set(x.idempotencyKey, { recordId: x.recordId, version: BigInt(x.recordVersion ?? '0') });
+      }
+    }
+  }
+  return seen;
+}
+
+async function committed() {
+  return db.sql<{ id: string; idempotency_key: string; record_id: string }[]>`
+    select id::text, idempotency_key::text, record_id from certyo.outbox
+    union all select id::text, idempotency_key::text, record_id from certyo.receipt`;
+}
+
+async function drained() {
+  for (;;) {
+    const [row] = await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`;
+    if (row!.n === 0) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Nothing missing, nothing extra, per-record order kept, a minimum volume. */
+async function assertNothingLost(min: number) {
+  const want = await committed();
+  const got = received();
+  assert.ok(want.length >= min, `only ${want.length} changes`);
+  assert.deepEqual(new Set(got.keys()), new Set(want.map((c) => c.idempotency_key)));
+  const last = new Map<string, bigint>();
+  for (const { recordId, version } of got.values()) {
+    assert.ok(
+      (last.get(recordId) ?? -1n) < version,
+      `record ${recordId}: version ${version} arrived after a later one`,
+    );
+    last.set(recordId, version);
+  }
+}
+
+before(async () => {
+  db = await freshDatabase();
+  await db.sql`create table products (id int primary key, sku text not null, price numeric(10,2))`;
+  await db.sql`select certyo.enable_tracking('products')`;
+  api = await startLocalCertyo({ keys: { [KEY]: 'acme' }, flushRecords: 1000, flushMs: 50, anchorMs: 10 });
+});
+afterEach(async () => {
+  for (const r of running.splice(0)) await r.close();
+  Object.assign(api.faults, NO_FAULTS);
+  await db.sql`delete from products`; // first: its DELETEs are captured too
+  await db.sql`delete from certyo.outbox`;
+  await db.sql`delete from certyo.receipt`;
+  api.requests.length = 0;
+  logLines = [];
+});
+after(async () => {
+  await api.close();
+  await db.close();
+});
+
+describe('relay', () => {
+  test('a backlog with a hot record is delivered completely, in order, and rows are marked submitted', async () => {
+    await db.sql`insert into products select g, 'sku-' || g, g from generate_series(1, 1500) g`;
+    for (let i = 0; i < 40; i++) await db.sql`update products set price = ${i} where id = 7`;
+    await db.sql`delete from products where id between 100 and 150`;
+    await startRelay({ CERTYO_BATCH_SIZE: '300', CERTYO_CONCURRENCY: '3' });
+    await startRelay({ CERTYO_BATCH_SIZE: '300', CERTYO_CONCURRENCY: '2' });
+    await drained();
+    await assertNothingLost(1591);
+    const [row] =
+      await db.sql`select certyo_anchor_status as s, certyo_record_hash as h, certyo_record_version::text as v from products where id = 7`;
+    assert.equal(row!.s, 'submitted');
+    const snap = [...api.ledger.snapshots.values()].find(
+      (s) => s.recordId === '7' && s.recordVersion === row!.v,
+    );
+    assert.equal(row!.h, snap?.recordHash, 'the row carries the hash Certyo returned for its version');
+    // Write-back produced no change records: nothing new to deliver.
+    const [left] = await db.sql`select count(*)::int as n from certyo.outbox`;
+    assert.equal(left!.n, 0);
+  });
+
+  test('the request body maps fields as DESIGN.md says and keeps numbers exact', async () => {
+    await db.sql`alter table products add column big bigint`;
+    await db.sql`insert into products (id, sku, price, big) values (1, 'x', 1.10, 9007199254740993)`;
+    await startRelay();
+    await drained();
+    const snap = [...api.ledger.snapshots.values()].findLast((s) => s.recordId === '1')!;
+    assert.equal(snap.collection, 'public.products');
+    assert.equal(snap.database, db.name);
+    assert.equal(snap.operationType, 'insert');
+    const { createHash } = await import('node:crypto');
+    const canonical = '{"big":9007199254740993,"id":1,"price":1.10,"sku":"x"}';
+    assert.equal(snap.recordHash, createHash('sha256').update(canonical).digest('hex'));
+    await db.sql`alter table products drop column big`;
+  });
+
+  test('an idle relay is woken by NOTIFY, not by its (60 s) poll', async () => {
+    const r = await startRelay();
+    await db.sql`insert into products values (2, 'a', 1)`;
+    await api.waitFor((x) => x.records.some((y) => y.recordId === '2'));
+    await drained();
+    for (let i = 3; i < 6; i++) {
+      await db.sql`insert into products values (${i}, 'a', 1)`;
+      await api.waitFor((x) => x.records.some((y) => y.recordId === String(i)));
+    }
+    await drained();
+    assert.ok(r.relay.metrics.delivered >= 4);
+  });
+
+  test('429 storms and 503s: retried with the same keys, nothing lost', async () => {
+    Object.assign(api.faults, { rate429: 0.4, retryAfterSeconds: 0, rate503: 0.3, dropRate: 0.1 });
+    await db.sql`insert into products select g, 's', g from generate_series(1, 2000) g`;
+    await db.sql`update products set price = price + 1 where id % 3 = 0`;
+    await startRelay({ CERTYO_BATCH_SIZE: '100', CERTYO_CONCURRENCY: '3' });
+    await drained();
+    await assertNothingLost(2666);
+    assert.ok(api.requests.some((r) => r.outcome === '429'));
+    assert.ok(api.requests.some((r) => r.outcome === 'dropped'));
+    assert.ok(
+      api.requests.some((r) => r.records.some((x) => x.replayed)),
+      'a dropped response was resent and replayed',
+    );
+  });
+
+  test('poison records are parked with the reason; the rest flow; later changes of that record wait', async () => {
+    Object.assign(api.faults, { rejectField: 'sku', rejectValue: 'POISON' });
+    await db.sql`insert into products values (1, 'ok', 1), (2, 'POISON', 2), (3, 'ok', 3)`;
+    await startRelay();
+    await api.waitFor((r) => r.records.some((x) => x.recordId === '3' && x.status === 'accepted'));
+    for (;;) {
+      const rows = await db.sql`select record_id, last_error from certyo.parked`;
+      if (rows.length === 1) {
+        assert.equal(rows[0]!.record_id, '2');
+        assert.match(rows[0]!.last_error, /rejected/);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // A later change of the parked record waits behind it, while other records flow.
+    await db.sql`update products set sku = 'fixed' where id = 2`;
+    await db.sql`insert into products values (4, 'ok', 4)`;
+    await api.waitFor((r) => r.records.some((x) => x.recordId === '4'));
+    const [waiting] =
+      await db.sql`select count(*)::int as n from certyo.outbox where record_id = '2' and parked_at is null`;
+    assert.equal(waiting!.n, 1, 'the later change of the parked record waits behind it');
+    assert.deepEqual(
+      api.requests.flatMap((r) => r.records.filter((x) => x.recordId === '2').map((x) => x.status)),
+      ['rejected'],
+    );
+    Object.assign(api.faults, NO_FAULTS);
+    await db.sql`select certyo.retry_parked('products')`;
+    await drained();
+    await assertNothingLost(5);
+    const [row] = await db.sql`select certyo_anchor_status as s from products where id = 2`;
+    assert.equal(row!.s, 'submitted');
+  });
+
+  test('a transaction that commits out of id order is still delivered', async () => {
+    await startRelay();
+    const slow = postgres(db.url, { max: 1, onnotice: () => {} });
+    let commit!: () => void;
+    const gate = new Promise<void>((r) => {
+      commit = r;
+    });
+    const late = slow.begin(async (tx) => {
+      await tx`insert into products values (10, 'late', 1)`; // takes the smaller id
+      await gate;
+    });
+    await db.sql`insert into products values (11, 'early', 1)`;
+    await api.waitFor((r) => r.records.some((x) => x.recordId === '11'));
+    commit();
+    await late;
+    await api.waitFor((r) => r.records.some((x) => x.recordId === '10'));
+    await slow.end();
+  });
+
+  test('a relay whose lease was taken over cannot acknowledge', async () => {
+    await db.sql`insert into products values (1, 'a', 1)`;
+    const a = '00000000-0000-4000-8000-00000000000a';
+    const b = '00000000-0000-4000-8000-00000000000b';
+    const [mine] = await db.sql`select id from certyo.claim(${a}, 10, '-1 second')`; // lease already expired
+    const [theirs] = await db.sql`select id from certyo.claim(${b}, 10, '60 seconds')`;
+    assert.equal(theirs!.id, mine!.id);
+    const [lateAck] = await db.sql`select certyo.ack(${a}, ${[mine!.id]}::bigint[], '{h}', '{}', '{}') as n`;
+    assert.equal(lateAck!.n, 0);
+    const [row] = await db.sql`select certyo_anchor_status as s from products`;
+    assert.equal(row!.s, 'pending');
+    const [ack] = await db.sql`select certyo.ack(${b}, ${[mine!.id]}::bigint[], '{h}', '{}', '{}') as n`;
+    assert.equal(ack!.n, 1);
+  });
+
+  test('401, 500 and timeouts: everything stays queued and the key never reaches the logs', async () => {
+    await db.sql`insert into products values (1, 'a', 1)`;
+    const wrong = 'certyo_sk_test_wrong_key_do_not_log_me';
+    const r = await startRelay({ CERTYO_HTTP_TIMEOUT_MS: '200' }, wrong);
+    await api.waitFor((x) => x.status === 401);
+    await r.close();
+    running.length = 0;
+    Object.assign(api.faults, { rate500: 1 });
+    const r2 = await startRelay({ CERTYO_HTTP_TIMEOUT_MS: '200' });
+    await api.waitFor((x) => x.status === 500);
+    Object.assign(api.faults, { rate500: 0, latencyMs: 1000 });
+    const before = api.requests.length;
+    await new Promise<void>((resolve) => {
+      const check = () =>
+        logLines.some((l) => /aborted|timeout|Timeout/i.test(l)) ? resolve() : setTimeout(check, 20);
+      check();
+    });
+    await r2.close();
+    running.length = 0;
+    assert.ok(api.requests.length >= before);
+    const [left] = await db.sql`select count(*)::int as n from certyo.outbox`;
+    assert.equal(left!.n, 1, 'the change stays queued');
+    const all = logLines.join('');
+    assert.ok(all.length > 0);
+    assert.ok(!all.includes(wrong) && !all.includes(KEY), 'an API key appeared in the logs');
+    assert.match(all, /check CERTYO_API_KEY/);
+  });
+});
