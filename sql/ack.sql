@@ -32,7 +32,6 @@ begin
     )
     insert into certyo_acked
     select d.table_id, d.record_id, d.id, d.h from done d where d.op <> 'D';
-    get diagnostics v_count = row_count;
     for v_table in select a.table_id, array_agg(a.record_id) as k, array_agg(a.id) as v, array_agg(a.record_hash) as h
                    from certyo_acked a group by a.table_id loop
         perform certyo.write_status(v_table.table_id, v_table.k, v_table.v,

@@ -38,6 +38,7 @@ export class Relay {
   private control: ReservedSql | undefined;
   private waiting = false;
   private unlisten: (() => Promise<void>) | undefined;
+  private database = '';
 
   constructor(
     private readonly cfg: Config,
@@ -48,8 +49,8 @@ export class Relay {
 
   async start() {
     this.running = true;
-    const database = this.cfg.database ?? (await this.sql`select current_database() as d`)[0]!.d;
-    this.database = database as string;
+    const database = this.cfg.database ?? ((await this.sql`select current_database() as d`)[0]!.d as string);
+    this.database = database;
     this.control = await this.sql.reserve();
     // postgres.js re-issues LISTEN after a reconnect and calls onlisten again: poll then too.
     const sub = await this.sql.listen(
@@ -61,8 +62,6 @@ export class Relay {
     this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => this.work(i));
     this.log.info({ token: this.token, concurrency: this.cfg.concurrency, database }, 'relay started');
   }
-
-  private database = '';
 
   /** Stop claiming, let in-flight batches finish until the deadline, give back every lease. */
   async stop() {
