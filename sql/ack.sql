@@ -13,11 +13,12 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_count integer;
-    v_table record;
+    v_tables integer[];
+    v_keys text[];
+    v_versions bigint[];
+    v_hashes text[];
+    v_table integer;
 begin
-    create temporary table if not exists certyo_acked (
-        table_id integer, record_id text, id bigint, record_hash text
-    ) on commit drop;
     with done as (
         delete from certyo.outbox o
         using unnest(ids, record_hashes, accepted_ats, snapshot_ids) as r(id, h, a, s)
@@ -28,18 +29,24 @@ begin
         insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id)
         select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s from done d
         on conflict (id) do nothing
-        returning receipt.id
     )
-    insert into certyo_acked
-    select d.table_id, d.record_id, d.id, d.h from done d where d.op <> 'D';
-    for v_table in select a.table_id, array_agg(a.record_id) as k, array_agg(a.id) as v, array_agg(a.record_hash) as h
-                   from certyo_acked a group by a.table_id loop
-        perform certyo.write_status(v_table.table_id, v_table.k, v_table.v,
-                                    array_fill('submitted'::text, array[cardinality(v_table.k)]),
-                                    v_table.h, array_fill(null::timestamptz, array[cardinality(v_table.k)]));
+    select count(*),
+           array_agg(d.table_id) filter (where d.op <> 'D'),
+           array_agg(d.record_id) filter (where d.op <> 'D'),
+           array_agg(d.id) filter (where d.op <> 'D'),
+           array_agg(d.h) filter (where d.op <> 'D')
+    into v_count, v_tables, v_keys, v_versions, v_hashes
+    from done d;
+    -- Deleted rows have no row to mark; their proof stays in the receipt.
+    for v_table in select distinct t from unnest(v_tables) as t loop
+        perform certyo.write_status(
+            v_table,
+            array(select k from unnest(v_tables, v_keys) as u(t, k) where u.t = v_table),
+            array(select v from unnest(v_tables, v_versions) as u(t, v) where u.t = v_table),
+            array(select 'submitted'::text from unnest(v_tables) as u(t) where u.t = v_table),
+            array(select h from unnest(v_tables, v_hashes) as u(t, h) where u.t = v_table),
+            array(select null::timestamptz from unnest(v_tables) as u(t) where u.t = v_table));
     end loop;
-    select count(*) into v_count from certyo.receipt r where r.id = any (ids) and r.delivered_at = now();
-    drop table certyo_acked;
     return v_count;
 end
 $$;
