@@ -16,22 +16,16 @@ set bytea_output = 'hex'
 as $$
 declare
     v_where text;
-    v_relid oid;
+    v_rel regclass;
     v_found boolean;
 begin
-    select t.relid, string_agg(format('t.%I = ($1 ->> %L)::%s', a.attname, a.attname, format_type(a.atttypid, a.atttypmod)), ' and ')
-    into v_relid, v_where
-    from certyo.tracked_table t
-    cross join lateral unnest(t.key_attnums) as k(attnum)
-    join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum and not a.attisdropped
-    where t.table_id = record_exists.table_id
-    group by t.relid;
+    select m.rel, m.predicate into v_rel, v_where from certyo.key_match(record_exists.table_id, '$1') as m;
     if v_where is null then
         return false;
     end if;
-    execute format('select exists (select from %s t where %s)', v_relid::regclass, v_where)
+    execute format('select exists (select from %s t where %s)', v_rel, v_where)
     into v_found
-    using payload;
+    using certyo.record_key_slow(record_exists.table_id, payload);
     return v_found;
 end
 $$;

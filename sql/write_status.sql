@@ -21,17 +21,7 @@ declare
     v_match text;
     v_count integer;
 begin
-    select t.relid::regclass,
-           string_agg(format('t.%I = (%s)::%s', a.attname,
-                             case when cardinality(t.key_attnums) = 1 then 'u.k' else format('u.k::json ->> %s', k.n - 1) end,
-                             format_type(a.atttypid, a.atttypmod)), ' and ' order by k.n)
-    into v_rel, v_match
-    from certyo.tracked_table t
-    cross join lateral unnest(t.key_attnums) with ordinality as k(attnum, n)
-    join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum and not a.attisdropped
-    join pg_class c on c.oid = t.relid
-    where t.table_id = write_status.table_id
-    group by t.relid, t.key_attnums;
+    select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
         return 0; -- the table is gone (or its key): receipts keep what was delivered
     end if;
