@@ -124,26 +124,21 @@ begin
     end if;
 
     -- Status columns (no table rewrite: constant defaults are stored in the catalog).
-    select string_agg(format('add column %I %s', c.name, c.def), ', ' order by c.n)
-    into v_args
-    from (values (1, 'certyo_record_hash', 'text'),
-                 (2, 'certyo_anchor_status', 'text default ''pending'''),
-                 (3, 'certyo_verified_at', 'timestamptz'),
-                 (4, 'certyo_record_version', 'bigint')) as c(n, name, def)
-    where not exists (select from pg_attribute a where a.attrelid = target and a.attname = c.name and not a.attisdropped);
-    if v_args is not null then
-        execute format('alter table %I.%I %s', v_rel.schema_name, v_rel.table_name, v_args);
-    end if;
-    select string_agg(format('%I is %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ')
-    into v_bad
-    from pg_attribute a
-    where a.attrelid = target and not a.attisdropped
-        and (a.attname, a.atttypid) in (('certyo_record_hash', 'text'::regtype), ('certyo_anchor_status', 'text'::regtype),
-                                        ('certyo_verified_at', 'timestamptz'::regtype), ('certyo_record_version', 'int8'::regtype)) is not true
-        and a.attname in ('certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at', 'certyo_record_version');
+    -- One list: add the missing ones, refuse same-named columns of another type.
+    select string_agg(format('add column %I %s%s', c.name, c.type, c.def), ', ' order by c.n) filter (where a.attnum is null),
+           string_agg(format('%I is %s', c.name, format_type(a.atttypid, a.atttypmod)), ', ') filter (where a.atttypid <> c.type)
+    into v_args, v_bad
+    from (values (1, 'certyo_record_hash', 'text'::regtype, ''),
+                 (2, 'certyo_anchor_status', 'text'::regtype, ' default ''pending'''),
+                 (3, 'certyo_verified_at', 'timestamptz'::regtype, ''),
+                 (4, 'certyo_record_version', 'bigint'::regtype, '')) as c(n, name, type, def)
+    left join pg_attribute a on a.attrelid = target and a.attname = c.name and not a.attisdropped;
     if v_bad is not null then
         raise exception '% already has a column with a certyo status column''s name but another type: %', target, v_bad
             using errcode = '42804', hint = 'Rename or drop that column, then enable tracking again.';
+    end if;
+    if v_args is not null then
+        execute format('alter table %I.%I %s', v_rel.schema_name, v_rel.table_name, v_args);
     end if;
 
     -- Register (or update) the table.

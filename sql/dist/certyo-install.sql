@@ -197,6 +197,30 @@ $$;
 comment on function certyo.record_payload(json, text[]) is
     'recordPayload of a captured row image: status and excluded columns removed, every value byte-exact.';
 
+-- sql/key_match.sql
+-- certyo.key_match(table_id, key_text): the tracked table and a predicate on
+-- alias t that matches its key columns against key_text, an SQL expression
+-- giving a record id (one key column: its text; several: a JSON array of
+-- texts, as certyo.record_key builds it). NULL predicate when the table or any
+-- key column is gone. The one place that turns record ids back into keys.
+create or replace function certyo.key_match(table_id integer, key_text text, out rel regclass, out predicate text)
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select t.relid::regclass,
+           string_agg(format('t.%I = (%s)::%s', a.attname,
+                             case when cardinality(t.key_attnums) = 1 then key_text
+                                  else format('(%s)::json ->> %s', key_text, k.n - 1) end,
+                             format_type(a.atttypid, a.atttypmod)), ' and ' order by k.n)
+    from certyo.tracked_table t
+    cross join lateral unnest(t.key_attnums) with ordinality as k(attnum, n)
+    join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum and not a.attisdropped
+    where t.table_id = key_match.table_id
+    group by t.relid, t.key_attnums
+    having count(*) = cardinality(t.key_attnums)
+$$;
+
 -- sql/record_exists.sql
 -- certyo.record_exists(table_id, payload): does the tracked table hold a row
 -- with this row image's key right now? Used by the DELETE trigger of
@@ -216,22 +240,16 @@ set bytea_output = 'hex'
 as $$
 declare
     v_where text;
-    v_relid oid;
+    v_rel regclass;
     v_found boolean;
 begin
-    select t.relid, string_agg(format('t.%I = ($1 ->> %L)::%s', a.attname, a.attname, format_type(a.atttypid, a.atttypmod)), ' and ')
-    into v_relid, v_where
-    from certyo.tracked_table t
-    cross join lateral unnest(t.key_attnums) as k(attnum)
-    join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum and not a.attisdropped
-    where t.table_id = record_exists.table_id
-    group by t.relid;
+    select m.rel, m.predicate into v_rel, v_where from certyo.key_match(record_exists.table_id, '$1') as m;
     if v_where is null then
         return false;
     end if;
-    execute format('select exists (select from %s t where %s)', v_relid::regclass, v_where)
+    execute format('select exists (select from %s t where %s)', v_rel, v_where)
     into v_found
-    using payload;
+    using certyo.record_key_slow(record_exists.table_id, payload);
     return v_found;
 end
 $$;
@@ -526,26 +544,21 @@ begin
     end if;
 
     -- Status columns (no table rewrite: constant defaults are stored in the catalog).
-    select string_agg(format('add column %I %s', c.name, c.def), ', ' order by c.n)
-    into v_args
-    from (values (1, 'certyo_record_hash', 'text'),
-                 (2, 'certyo_anchor_status', 'text default ''pending'''),
-                 (3, 'certyo_verified_at', 'timestamptz'),
-                 (4, 'certyo_record_version', 'bigint')) as c(n, name, def)
-    where not exists (select from pg_attribute a where a.attrelid = target and a.attname = c.name and not a.attisdropped);
-    if v_args is not null then
-        execute format('alter table %I.%I %s', v_rel.schema_name, v_rel.table_name, v_args);
-    end if;
-    select string_agg(format('%I is %s', a.attname, format_type(a.atttypid, a.atttypmod)), ', ')
-    into v_bad
-    from pg_attribute a
-    where a.attrelid = target and not a.attisdropped
-        and (a.attname, a.atttypid) in (('certyo_record_hash', 'text'::regtype), ('certyo_anchor_status', 'text'::regtype),
-                                        ('certyo_verified_at', 'timestamptz'::regtype), ('certyo_record_version', 'int8'::regtype)) is not true
-        and a.attname in ('certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at', 'certyo_record_version');
+    -- One list: add the missing ones, refuse same-named columns of another type.
+    select string_agg(format('add column %I %s%s', c.name, c.type, c.def), ', ' order by c.n) filter (where a.attnum is null),
+           string_agg(format('%I is %s', c.name, format_type(a.atttypid, a.atttypmod)), ', ') filter (where a.atttypid <> c.type)
+    into v_args, v_bad
+    from (values (1, 'certyo_record_hash', 'text'::regtype, ''),
+                 (2, 'certyo_anchor_status', 'text'::regtype, ' default ''pending'''),
+                 (3, 'certyo_verified_at', 'timestamptz'::regtype, ''),
+                 (4, 'certyo_record_version', 'bigint'::regtype, '')) as c(n, name, type, def)
+    left join pg_attribute a on a.attrelid = target and a.attname = c.name and not a.attisdropped;
     if v_bad is not null then
         raise exception '% already has a column with a certyo status column''s name but another type: %', target, v_bad
             using errcode = '42804', hint = 'Rename or drop that column, then enable tracking again.';
+    end if;
+    if v_args is not null then
+        execute format('alter table %I.%I %s', v_rel.schema_name, v_rel.table_name, v_args);
     end if;
 
     -- Register (or update) the table.
@@ -655,17 +668,7 @@ declare
     v_match text;
     v_count integer;
 begin
-    select t.relid::regclass,
-           string_agg(format('t.%I = (%s)::%s', a.attname,
-                             case when cardinality(t.key_attnums) = 1 then 'u.k' else format('u.k::json ->> %s', k.n - 1) end,
-                             format_type(a.atttypid, a.atttypmod)), ' and ' order by k.n)
-    into v_rel, v_match
-    from certyo.tracked_table t
-    cross join lateral unnest(t.key_attnums) with ordinality as k(attnum, n)
-    join pg_attribute a on a.attrelid = t.relid and a.attnum = k.attnum and not a.attisdropped
-    join pg_class c on c.oid = t.relid
-    where t.table_id = write_status.table_id
-    group by t.relid, t.key_attnums;
+    select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
         return 0; -- the table is gone (or its key): receipts keep what was delivered
     end if;
@@ -749,11 +752,12 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_count integer;
-    v_table record;
+    v_tables integer[];
+    v_keys text[];
+    v_versions bigint[];
+    v_hashes text[];
+    v_table integer;
 begin
-    create temporary table if not exists certyo_acked (
-        table_id integer, record_id text, id bigint, record_hash text
-    ) on commit drop;
     with done as (
         delete from certyo.outbox o
         using unnest(ids, record_hashes, accepted_ats, snapshot_ids) as r(id, h, a, s)
@@ -764,18 +768,24 @@ begin
         insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id)
         select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s from done d
         on conflict (id) do nothing
-        returning receipt.id
     )
-    insert into certyo_acked
-    select d.table_id, d.record_id, d.id, d.h from done d where d.op <> 'D';
-    for v_table in select a.table_id, array_agg(a.record_id) as k, array_agg(a.id) as v, array_agg(a.record_hash) as h
-                   from certyo_acked a group by a.table_id loop
-        perform certyo.write_status(v_table.table_id, v_table.k, v_table.v,
-                                    array_fill('submitted'::text, array[cardinality(v_table.k)]),
-                                    v_table.h, array_fill(null::timestamptz, array[cardinality(v_table.k)]));
+    select count(*),
+           array_agg(d.table_id) filter (where d.op <> 'D'),
+           array_agg(d.record_id) filter (where d.op <> 'D'),
+           array_agg(d.id) filter (where d.op <> 'D'),
+           array_agg(d.h) filter (where d.op <> 'D')
+    into v_count, v_tables, v_keys, v_versions, v_hashes
+    from done d;
+    -- Deleted rows have no row to mark; their proof stays in the receipt.
+    for v_table in select distinct t from unnest(v_tables) as t loop
+        perform certyo.write_status(
+            v_table,
+            array(select k from unnest(v_tables, v_keys) as u(t, k) where u.t = v_table),
+            array(select v from unnest(v_tables, v_versions) as u(t, v) where u.t = v_table),
+            array(select 'submitted'::text from unnest(v_tables) as u(t) where u.t = v_table),
+            array(select h from unnest(v_tables, v_hashes) as u(t, h) where u.t = v_table),
+            array(select null::timestamptz from unnest(v_tables) as u(t) where u.t = v_table));
     end loop;
-    select count(*) into v_count from certyo.receipt r where r.id = any (ids) and r.delivered_at = now();
-    drop table certyo_acked;
     return v_count;
 end
 $$;

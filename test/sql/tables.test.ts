@@ -103,6 +103,8 @@ describe('tables and identifiers', () => {
       /cannot exclude/,
     );
     await assert.rejects(db.sql`select certyo.enable_tracking('opts', backfill => true)`, /not implemented/);
+    await db.sql`create table typed (id int primary key, certyo_record_hash int)`;
+    await assert.rejects(db.sql`select certyo.enable_tracking('typed')`, /certyo_record_hash is integer/);
     await db.sql`create view opts_v as select * from opts`;
     await assert.rejects(db.sql`select certyo.enable_tracking('opts_v')`, /not a table/);
   });
