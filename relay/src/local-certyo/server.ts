@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { get, isObject, type Json, JsonSyntaxError, parseJson } from '../certyo/json.js';
+import { get, isObject, type Json, type JsonObject, JsonSyntaxError, parseJson } from '../certyo/json.js';
 import { type IngestResult, Ledger, type LedgerOptions, recordHash, type Snapshot } from './ledger.js';
 import { type FieldError, validateRecord } from './validate.js';
 
@@ -157,35 +157,59 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     return text === faults.rejectValue;
   };
 
-  async function ingestOne(tenant: string, body: Json, entry: LoggedRequest): Promise<[number, unknown]> {
+  /** A request body that must be a JSON object claiming no tenant but the key's. */
+  const tenantBody = async (req: IncomingMessage, tenant: string): Promise<JsonObject> => {
+    const body = await readJson(req);
     if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
     sameTenant(tenant, get(body, 'tenantId'));
-    const { record: r, errors } = validateRecord(body);
-    if (!r)
-      throw new HttpError(
-        400,
-        'Bad Request',
-        errors.map((e) => `${e.field} ${e.message}`).join('; '),
-        errors,
-      );
-    if (rejectedByRule(r.recordPayload))
-      throw new HttpError(400, 'Bad Request', 'record rejected by rule', [
-        { field: 'recordPayload', message: 'rejected by rule' },
-      ]);
-    const res = ledger.ingest(r);
+    return body;
+  };
+
+  /** One record: validated, checked against the reject rule, then ingested; logged either way. */
+  const admit = (
+    tenant: string,
+    raw: Json,
+    entry: LoggedRequest,
+  ): { result: IngestResult } | { errors: FieldError[] } => {
+    const { record: r, errors } = validateRecord(raw);
+    let refused: FieldError[] | undefined;
+    if (!r) refused = errors;
+    else if (r.tenantId !== tenant) refused = [{ field: 'tenantId', message: 'does not match the API key' }];
+    else if (rejectedByRule(r.recordPayload))
+      refused = [{ field: 'recordPayload', message: 'rejected by rule' }];
+    if (refused || !r) {
+      const recordId = isObject(raw) ? get(raw, 'recordId') : undefined;
+      entry.records.push({ recordId: String(recordId), status: 'rejected', replayed: false });
+      return { errors: refused ?? errors };
+    }
+    const result = ledger.ingest(r);
     entry.records.push({
       recordId: r.recordId,
       idempotencyKey: r.idempotencyKey,
       recordVersion: r.recordVersion,
       status: 'accepted',
-      replayed: res.idempotencyReplayed,
+      replayed: result.idempotencyReplayed,
     });
-    return [202, res];
+    return { result };
+  };
+  const describeErrors = (errors: FieldError[]) => errors.map((e) => `${e.field} ${e.message}`).join('; ');
+
+  async function ingestOne(
+    tenant: string,
+    body: JsonObject,
+    entry: LoggedRequest,
+  ): Promise<[number, unknown]> {
+    const admitted = admit(tenant, body, entry);
+    if ('errors' in admitted)
+      throw new HttpError(400, 'Bad Request', describeErrors(admitted.errors), admitted.errors);
+    return [202, admitted.result];
   }
 
-  async function ingestBulk(tenant: string, body: Json, entry: LoggedRequest): Promise<[number, unknown]> {
-    if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
-    sameTenant(tenant, get(body, 'tenantId'));
+  async function ingestBulk(
+    tenant: string,
+    body: JsonObject,
+    entry: LoggedRequest,
+  ): Promise<[number, unknown]> {
     const records = get(body, 'records');
     if (!Array.isArray(records))
       throw new HttpError(400, 'Bad Request', 'records must be an array', [
@@ -196,38 +220,18 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
         { field: 'records', message: `has ${records.length} records; 1 to 1000 allowed` },
       ]);
     }
-    const results: Array<
-      Partial<IngestResult> & { index: number; status: string; error?: string; recordId?: string }
-    > = [];
-    let accepted = 0;
-    records.forEach((raw, index) => {
-      const { record: r, errors } = validateRecord(raw);
-      let error: string | undefined;
-      if (!r) error = errors.map((e) => `${e.field} ${e.message}`).join('; ');
-      else if (r.tenantId !== tenant) error = 'tenantId does not match the API key';
-      else if (rejectedByRule(r.recordPayload)) error = 'recordPayload rejected by rule';
+    const results = records.map((raw, index) => {
+      const admitted = admit(tenant, raw, entry);
+      if ('result' in admitted) return { index, status: 'accepted', ...admitted.result };
       const recordId = isObject(raw) ? get(raw, 'recordId') : undefined;
-      if (error !== undefined || !r) {
-        results.push({
-          index,
-          recordId: typeof recordId === 'string' ? recordId : undefined,
-          status: 'rejected',
-          error,
-        });
-        entry.records.push({ recordId: String(recordId), status: 'rejected', replayed: false });
-        return;
-      }
-      const res = ledger.ingest(r);
-      accepted++;
-      results.push({ index, status: 'accepted', ...res });
-      entry.records.push({
-        recordId: r.recordId,
-        idempotencyKey: r.idempotencyKey,
-        recordVersion: r.recordVersion,
-        status: 'accepted',
-        replayed: res.idempotencyReplayed,
-      });
+      return {
+        index,
+        recordId: typeof recordId === 'string' ? recordId : undefined,
+        status: 'rejected',
+        error: describeErrors(admitted.errors),
+      };
     });
+    const accepted = results.filter((r) => r.status === 'accepted').length;
     return [202, { accepted, rejected: records.length - accepted, results }];
   }
 
@@ -252,8 +256,10 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     if (!p.startsWith('/api/v1/')) throw new HttpError(404, 'Not Found', `no route ${m} ${p}`);
     const tenant = tenantOf(req);
     const q = (k: string) => url.searchParams.get(k) ?? undefined;
-    if (m === 'POST' && p === '/api/v1/records') return ingestOne(tenant, await readJson(req), entry);
-    if (m === 'POST' && p === '/api/v1/records/bulk') return ingestBulk(tenant, await readJson(req), entry);
+    if (m === 'POST' && p === '/api/v1/records')
+      return ingestOne(tenant, await tenantBody(req, tenant), entry);
+    if (m === 'POST' && p === '/api/v1/records/bulk')
+      return ingestBulk(tenant, await tenantBody(req, tenant), entry);
     if (m === 'GET' && p === '/api/v1/records') {
       sameTenant(tenant, q('tenantId'));
       const limit = Math.min(Number(q('limit') ?? 100), 1000);
@@ -287,9 +293,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       return [200, ledger.verify(s, s.recordHash)];
     }
     if (m === 'POST' && p === '/api/v1/verify/record') {
-      const body = await readJson(req);
-      if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
-      sameTenant(tenant, get(body, 'tenantId'));
+      const body = await tenantBody(req, tenant);
       const errors: FieldError[] = [];
       const field = (k: string) => {
         const v = get(body, k);
@@ -309,9 +313,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       return [200, ledger.verify(s, recordHash(payload as { entries: Array<[string, Json]> }))];
     }
     if (m === 'POST' && p === '/api/v1/verify/payload') {
-      const body = await readJson(req);
-      if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
-      sameTenant(tenant, get(body, 'tenantId'));
+      const body = await tenantBody(req, tenant);
       const h = get(body, 'recordHash');
       if (typeof h !== 'string' || !/^(sha256:)?[0-9a-f]{64}$/.test(h)) {
         throw new HttpError(400, 'Bad Request', 'recordHash must be 64 lowercase hex characters', [
