@@ -1,16 +1,16 @@
 // Certyo's Merkle tree as the local server builds it (certyo-api.md): leaves
 // are the 32-byte record hashes, parent = SHA-256(left || right), an odd last
 // node is promoted unchanged. The relay walks proofs with the same code.
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 
 export interface ProofStep {
   position: 'left' | 'right';
   hash: string;
 }
 
-export const sha256hex = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+export const sha256hex = (data: string | Buffer) => hash('sha256', data, 'hex');
 
-const parent = (l: Buffer, r: Buffer) => createHash('sha256').update(l).update(r).digest();
+const parent = (l: Buffer, r: Buffer) => hash('sha256', Buffer.concat([l, r]), 'buffer');
 
 /** Levels from leaves (0) to root; each level a list of 32-byte nodes. */
 export function buildTree(leafHex: string[]): Buffer[][] {
