@@ -5,9 +5,9 @@ import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
+import { type Server, startEmbedded } from '../relay/src/embedded.js';
 import { migrate } from '../relay/src/install.js';
 import { withDatabase } from './harness/db.js';
-import { type Server, startEmbedded } from './harness/server.js';
 
 /** Login roles the tests connect as (cluster-wide, so created once here). */
 export const TEST_ROLES = [

@@ -1,6 +1,7 @@
 // certyo-pg: the command line. Each command lives in its own module; this file
 // only dispatches and turns thrown errors into a message and an exit code.
 import { connect } from './db.js';
+import { demoCommand } from './demo.js';
 import { migrate, psqlBundle } from './install.js';
 import { localCertyoCommand } from './local-certyo/command.js';
 import { relayCommand } from './relay-command.js';
@@ -8,6 +9,8 @@ import { relayCommand } from './relay-command.js';
 const USAGE = `certyo-pg <command> [options]
 
 Commands:
+  demo           run the whole product on a laptop: embedded PostgreSQL (or DATABASE_URL),
+                 local Certyo, relay, a workload, a verified proof (--follow keeps it running)
   migrate        apply the migrations and the sql/ install to DATABASE_URL
   sql            print the whole install as one plain-SQL script for psql
   relay          run the relay sidecar until SIGTERM/SIGINT (configuration: README)
@@ -37,6 +40,7 @@ const commands: Record<string, Command> = {
   },
   'local-certyo': localCertyoCommand,
   relay: relayCommand,
+  demo: demoCommand,
   async help() {
     console.log(USAGE);
     return 0;

