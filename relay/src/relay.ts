@@ -51,7 +51,6 @@ export class Relay {
     this.running = true;
     const database = this.cfg.database ?? ((await this.sql`select current_database() as d`)[0]!.d as string);
     this.database = database;
-    this.control = await this.sql.reserve();
     // postgres.js re-issues LISTEN after a reconnect and calls onlisten again: poll then too.
     const sub = await this.sql.listen(
       'certyo_wakeup',
@@ -98,9 +97,18 @@ export class Relay {
   }
 
   private async setWaiting(waiting: boolean) {
-    if (this.waiting === waiting || !this.control) return;
-    this.waiting = waiting;
-    await (waiting ? this.control`select certyo.relay_wait()` : this.control`select certyo.relay_busy()`);
+    if (this.waiting === waiting) return;
+    try {
+      this.control ??= await this.sql.reserve();
+      await (waiting ? this.control`select certyo.relay_wait()` : this.control`select certyo.relay_busy()`);
+      this.waiting = waiting;
+    } catch (err) {
+      // The reserved connection died (terminated, restarted): take a new one next time.
+      this.control?.release();
+      this.control = undefined;
+      this.waiting = false;
+      throw err;
+    }
   }
 
   private async work(worker: number) {

@@ -10,6 +10,7 @@ import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/l
 import { createLogger } from '../../relay/src/log.js';
 import { Relay } from '../../relay/src/relay.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
+import { assertNothingLost } from '../harness/delivery.js';
 
 const KEY = 'certyo_sk_test_relay_0123456789abcdef';
 let db: TestDb;
@@ -50,46 +51,11 @@ async function startRelay(env: Record<string, string> = {}, key = KEY) {
   return entry;
 }
 
-/** Every change the API recorded as accepted, first receipt per idempotency key, in arrival order. */
-function received() {
-  const seen = new Map<string, { recordId: string; version: bigint }>();
-  for (const r of api.requests) {
-    for (const x of r.records) {
-      if (x.status === 'accepted' && x.idempotencyKey && !seen.has(x.idempotencyKey)) {
-        seen.set(x.idempotencyKey, { recordId: x.recordId, version: BigInt(x.recordVersion ?? '0') });
-      }
-    }
-  }
-  return seen;
-}
-
-async function committed() {
-  return db.sql<{ id: string; idempotency_key: string; record_id: string }[]>`
-    select id::text, idempotency_key::text, record_id from certyo.outbox
-    union all select id::text, idempotency_key::text, record_id from certyo.receipt`;
-}
-
 async function drained() {
   for (;;) {
     const [row] = await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`;
     if (row!.n === 0) return;
     await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/** Nothing missing, nothing extra, per-record order kept, a minimum volume. */
-async function assertNothingLost(min: number) {
-  const want = await committed();
-  const got = received();
-  assert.ok(want.length >= min, `only ${want.length} changes`);
-  assert.deepEqual(new Set(got.keys()), new Set(want.map((c) => c.idempotency_key)));
-  const last = new Map<string, bigint>();
-  for (const { recordId, version } of got.values()) {
-    assert.ok(
-      (last.get(recordId) ?? -1n) < version,
-      `record ${recordId}: version ${version} arrived after a later one`,
-    );
-    last.set(recordId, version);
   }
 }
 
@@ -121,7 +87,7 @@ describe('relay', () => {
     await startRelay({ CERTYO_BATCH_SIZE: '300', CERTYO_CONCURRENCY: '3' });
     await startRelay({ CERTYO_BATCH_SIZE: '300', CERTYO_CONCURRENCY: '2' });
     await drained();
-    await assertNothingLost(1591);
+    await assertNothingLost(db.sql, api, 1591);
     const [row] =
       await db.sql`select certyo_anchor_status as s, certyo_record_hash as h, certyo_record_version::text as v from products where id = 7`;
     assert.equal(row!.s, 'submitted');
@@ -168,7 +134,7 @@ describe('relay', () => {
     await db.sql`update products set price = price + 1 where id % 3 = 0`;
     await startRelay({ CERTYO_BATCH_SIZE: '100', CERTYO_CONCURRENCY: '3' });
     await drained();
-    await assertNothingLost(2666);
+    await assertNothingLost(db.sql, api, 2666);
     assert.ok(api.requests.some((r) => r.outcome === '429'));
     assert.ok(api.requests.some((r) => r.outcome === 'dropped'));
     assert.ok(
@@ -205,7 +171,7 @@ describe('relay', () => {
     Object.assign(api.faults, NO_FAULTS);
     await db.sql`select certyo.retry_parked('products')`;
     await drained();
-    await assertNothingLost(5);
+    await assertNothingLost(db.sql, api, 5);
     const [row] = await db.sql`select certyo_anchor_status as s from products where id = 2`;
     assert.equal(row!.s, 'submitted');
   });

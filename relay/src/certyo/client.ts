@@ -84,8 +84,9 @@ export class CertyoClient {
     return { kind: 'accepted', results: Array.isArray(results) ? (results as RecordResult[]) : undefined };
   }
 
+  /** Abandons requests still in flight: a stopping relay has given their changes back. */
   close() {
-    return this.agent.close();
+    return this.agent.destroy();
   }
 }
 

@@ -72,6 +72,8 @@ export interface LocalCertyo {
   ledger: Ledger;
   faults: Faults;
   requests: LoggedRequest[];
+  /** Resolves when the next API request arrives (before it is handled, faults and latency included). */
+  nextArrival(): Promise<void>;
   /** Resolves when a logged request satisfies the predicate (checks past requests first). */
   waitFor(pred: (r: LoggedRequest) => boolean): Promise<LoggedRequest>;
   close(): Promise<void>;
@@ -107,6 +109,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
   );
   const requests: LoggedRequest[] = [];
   const waiters = new Set<{ pred: (r: LoggedRequest) => boolean; resolve: (r: LoggedRequest) => void }>();
+  const arrivals = new Set<() => void>();
   const maxBody = opts.maxBodyBytes ?? 64 * 1024 * 1024;
 
   const record = (entry: LoggedRequest) => {
@@ -339,6 +342,10 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       outcome: 'ok',
       records: [],
     };
+    if (url.pathname.startsWith('/api/')) {
+      for (const arrived of arrivals) arrived();
+      arrivals.clear();
+    }
     const send = (status: number, body: unknown, headers: Record<string, string> = {}) => {
       entry.status = status;
       res.writeHead(status, {
@@ -401,6 +408,9 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     ledger,
     faults,
     requests,
+    nextArrival() {
+      return new Promise((resolve) => arrivals.add(resolve));
+    },
     waitFor(pred) {
       const hit = requests.find(pred);
       if (hit) return Promise.resolve(hit);

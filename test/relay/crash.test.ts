@@ -1,0 +1,172 @@
+// Faults with a real relay process (`certyo-pg relay`): SIGKILL after Certyo
+// accepted a batch but before it was acknowledged, SIGKILL with a request in
+// flight, SIGTERM mid-batch, its backends terminated during a drain, and no
+// transaction held open across HTTP. Each ends with "nothing lost".
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
+import { paths } from '../../relay/src/paths.js';
+import { freshDatabase, type TestDb } from '../harness/db.js';
+import { assertNothingLost } from '../harness/delivery.js';
+
+const KEY = 'certyo_sk_test_crash_0123456789abcdef';
+let db: TestDb;
+let api: LocalCertyo;
+const children = new Set<ChildProcess>();
+
+function spawnRelay(env: Record<string, string> = {}) {
+  const child = spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      DATABASE_URL: db.url,
+      CERTYO_API_KEY: KEY,
+      CERTYO_TENANT_ID: 'acme',
+      CERTYO_BASE_URL: api.url,
+      CERTYO_LEASE_SECONDS: '5',
+      CERTYO_POLL_INTERVAL_MS: '100',
+      CERTYO_BACKOFF_BASE_MS: '10',
+      CERTYO_BACKOFF_MAX_MS: '500',
+      LOG_LEVEL: 'warn',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  child.stdout?.on('data', (d) => {
+    log += d;
+  });
+  child.stderr?.on('data', (d) => {
+    log += d;
+  });
+  children.add(child);
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => {
+      children.delete(child);
+      resolve(code);
+    }),
+  );
+  return { child, exited, log: () => log };
+}
+
+async function relayBackends() {
+  return db.sql`select pid, state, xact_start, wait_event_type from pg_stat_activity
+                where application_name = 'certyo-relay' and datname = current_database()`;
+}
+
+async function until(cond: () => Promise<boolean>) {
+  while (!(await cond())) await new Promise((r) => setTimeout(r, 20));
+}
+
+const drained = () =>
+  until(async () => (await db.sql`select count(*)::int as n from certyo.outbox`)[0]!.n === 0);
+
+before(async () => {
+  db = await freshDatabase();
+  await db.sql`create table items (id int primary key, v int not null)`;
+  await db.sql`select certyo.enable_tracking('items')`;
+  api = await startLocalCertyo({ keys: { [KEY]: 'acme' }, flushMs: 50, anchorMs: 10 });
+});
+afterEach(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  Object.assign(api.faults, NO_FAULTS);
+  await db.sql`delete from items`;
+  await drainWithInProcessCleanup();
+  api.requests.length = 0;
+});
+after(async () => {
+  await api.close();
+  await db.close();
+});
+
+async function drainWithInProcessCleanup() {
+  await db.sql`delete from certyo.outbox`;
+  await db.sql`delete from certyo.receipt`;
+}
+
+async function writeLoad(n: number) {
+  await db.sql`insert into items select g, 0 from generate_series(1, ${n}) g`;
+  await db.sql`update items set v = v + 1 where id % 10 = 0`;
+}
+
+describe('relay process faults', () => {
+  test('SIGKILL after Certyo accepted a batch, before the acknowledgement: resent with the same keys', async () => {
+    await writeLoad(500);
+    // Hold the receipts table so the acknowledgement blocks after a 202.
+    const blocker = await db.sql.reserve();
+    await blocker`begin`;
+    await blocker`lock table certyo.receipt in share row exclusive mode`;
+    const r = spawnRelay({ CERTYO_BATCH_SIZE: '100', CERTYO_CONCURRENCY: '1' });
+    await api.waitFor((x) => x.status === 202 && x.records.length > 0);
+    await until(async () => (await relayBackends()).some((b) => b.wait_event_type === 'Lock'));
+    r.child.kill('SIGKILL');
+    await r.exited;
+    // The process is gone; so is its connection (PostgreSQL would notice at its next write).
+    await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name = 'certyo-relay' and datname = current_database()`;
+    await blocker`rollback`;
+    blocker.release();
+    spawnRelay();
+    await drained();
+    await assertNothingLost(db.sql, api, 550);
+    assert.ok(
+      api.requests.some((x) => x.records.some((y) => y.replayed)),
+      'the accepted but unacknowledged batch was resent and replayed',
+    );
+  });
+
+  test('SIGKILL with a request in flight: the claimed changes are delivered after the lease expires', async () => {
+    await writeLoad(300);
+    api.faults.latencyMs = 3000;
+    const r = spawnRelay({ CERTYO_BATCH_SIZE: '100' });
+    await api.nextArrival();
+    r.child.kill('SIGKILL');
+    await r.exited;
+    api.faults.latencyMs = 0;
+    spawnRelay();
+    await drained();
+    await assertNothingLost(db.sql, api, 330);
+  });
+
+  test('SIGTERM mid-batch: exits cleanly and gives back its leases; nothing lost', async () => {
+    await writeLoad(300);
+    api.faults.latencyMs = 5000;
+    const r = spawnRelay({ CERTYO_SHUTDOWN_TIMEOUT_MS: '500', CERTYO_BATCH_SIZE: '100' });
+    await api.nextArrival();
+    r.child.kill('SIGTERM');
+    assert.equal(await r.exited, 0, r.log());
+    const [leased] = await db.sql`select count(*)::int as n from certyo.outbox where lease_token is not null`;
+    assert.equal(leased!.n, 0, 'every lease was given back');
+    api.faults.latencyMs = 0;
+    spawnRelay({ CERTYO_LEASE_SECONDS: '60' }); // no lease expiry needed: the leases were released
+    await drained();
+    await assertNothingLost(db.sql, api, 330);
+  });
+
+  test("the relay's backends terminated again and again during a drain: it reconnects, nothing lost", async () => {
+    await writeLoad(3000);
+    spawnRelay({ CERTYO_BATCH_SIZE: '100' });
+    for (let i = 0; i < 6; i++) {
+      await api.nextArrival();
+      await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
+                   where application_name = 'certyo-relay' and datname = current_database()`;
+    }
+    await drained();
+    await assertNothingLost(db.sql, api, 3300);
+  });
+
+  test('no relay transaction stays open while Certyo is slow', async () => {
+    await writeLoad(50);
+    api.faults.latencyMs = 2000;
+    spawnRelay({ CERTYO_CONCURRENCY: '1' });
+    await api.nextArrival();
+    const open = (await relayBackends()).filter((b) => b.xact_start !== null);
+    assert.deepEqual(
+      open.map((b) => b.state),
+      [],
+      'a relay backend is inside a transaction while its request is in flight',
+    );
+    api.faults.latencyMs = 0;
+    await drained();
+  });
+});
