@@ -216,12 +216,20 @@ export class Relay {
       snapshots.push(r?.snapshotId ?? null);
     });
     if (acked.length > 0) {
-      await this.retryDb(
-        () => this
-          .sql`select certyo.ack(${this.token}, ${acked.map((c) => c.id)}::bigint[], ${hashes}::text[],
-                                           ${acceptedAt}::timestamptz[], ${snapshots}::text[])`,
+      const [row] = await this.retryDb(
+        () => this.sql<{ n: number }[]>`
+          select certyo.ack(${this.token}, ${acked.map((c) => c.id)}::bigint[], ${hashes}::text[],
+                            ${acceptedAt}::timestamptz[], ${snapshots}::text[]) as n`,
       );
-      this.metrics.delivered += acked.length;
+      const acknowledged = row?.n ?? 0;
+      this.metrics.delivered += acknowledged;
+      if (acknowledged < acked.length) {
+        // Our lease expired and another relay took these changes over; it acknowledges them (Certyo deduplicates).
+        this.log.warn(
+          { sent: acked.length, acknowledged },
+          'lease lost: changes were taken over by another relay',
+        );
+      }
     }
     if (rejected.length > 0) await this.park(rejected, reasons);
   }
@@ -237,11 +245,10 @@ export class Relay {
   }
 
   /** Acknowledgements survive a killed connection: retried (postgres.js reconnects) until stop. */
-  private async retryDb(op: () => Promise<unknown>) {
+  private async retryDb<T>(op: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await op();
-        return;
+        return await op();
       } catch (err) {
         if (!this.running && attempt > 3) throw err;
         this.log.warn({ err, attempt }, 'database write failed; retrying');

@@ -155,6 +155,44 @@ describe('relay process faults', () => {
     await assertNothingLost(db.sql, api, 3300);
   });
 
+  test('3 relay processes on a 50,000-change backlog with one record updated 2,000 times: in order, nothing lost', async () => {
+    await db.sql`insert into items select g, 0 from generate_series(1, 48000) g`;
+    for (let i = 0; i < 2000; i += 100) {
+      // 100 UPDATE statements of the hot record per round trip
+      await db.sql.unsafe(
+        Array.from({ length: 100 }, () => 'update items set v = v + 1 where id = 7;').join(''),
+      );
+    }
+    for (let i = 0; i < 3; i++) spawnRelay({ CERTYO_BATCH_SIZE: '500', CERTYO_CONCURRENCY: '2' });
+    await drained();
+    await assertNothingLost(db.sql, api, 50000);
+    const [hot] = await db.sql`select count(*)::int as n from certyo.receipt where record_id = '7'`;
+    assert.equal(hot!.n, 2001);
+  });
+
+  test('a relay frozen (SIGSTOP) past its lease cannot acknowledge after another took over', async () => {
+    await writeLoad(200);
+    api.faults.latencyMs = 1500;
+    const frozen = spawnRelay({ CERTYO_BATCH_SIZE: '1000', CERTYO_CONCURRENCY: '1' });
+    await api.nextArrival();
+    frozen.child.kill('SIGSTOP');
+    api.faults.latencyMs = 0;
+    const [claimed] =
+      await db.sql`select lease_token::text as t from certyo.outbox where lease_token is not null limit 1`;
+    spawnRelay();
+    await drained();
+    // Its lease is gone: the frozen relay's acknowledgement must change nothing.
+    const before = await db.sql`select count(*)::int as n, max(delivered_at) as at from certyo.receipt`;
+    const [fenced] =
+      await db.sql`select count(*)::int as n from certyo.outbox where lease_token = ${claimed!.t}::uuid`;
+    assert.equal(fenced!.n, 0);
+    frozen.child.kill('SIGCONT');
+    await until(async () => frozen.log().includes('lease lost'));
+    const after = await db.sql`select count(*)::int as n, max(delivered_at) as at from certyo.receipt`;
+    assert.deepEqual(after, before);
+    await assertNothingLost(db.sql, api, 220);
+  });
+
   test('no relay transaction stays open while Certyo is slow', async () => {
     await writeLoad(50);
     api.faults.latencyMs = 2000;
