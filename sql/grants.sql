@@ -18,7 +18,7 @@ grant select, insert, update on certyo.tracked_table to certyo_admin;
 grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy()
     to certyo_relay;
 

@@ -5,6 +5,8 @@ export const DEFAULTS = {
   CERTYO_BASE_URL: 'https://www.certyos.com',
   LOG_LEVEL: 'info',
   CERTYO_BATCH_SIZE: '1000',
+  CERTYO_MAX_BATCH_BYTES: '4194304',
+  CERTYO_MAX_RECORD_BYTES: '2097152',
   CERTYO_LEASE_SECONDS: '60',
   CERTYO_POLL_INTERVAL_MS: '1000',
   CERTYO_HTTP_TIMEOUT_MS: '30000',
@@ -27,6 +29,8 @@ export interface Config {
   baseUrl: string;
   logLevel: string;
   batchSize: number;
+  maxBatchBytes: number;
+  maxRecordBytes: number;
   leaseSeconds: number;
   pollIntervalMs: number;
   httpTimeoutMs: number;
@@ -76,6 +80,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     baseUrl,
     logLevel,
     batchSize: int('CERTYO_BATCH_SIZE', 1, 1000),
+    maxBatchBytes: int('CERTYO_MAX_BATCH_BYTES', 1024, 1_073_741_824),
+    maxRecordBytes: int('CERTYO_MAX_RECORD_BYTES', 1024, 1_073_741_824),
     leaseSeconds: int('CERTYO_LEASE_SECONDS', 5, 3600),
     pollIntervalMs: int('CERTYO_POLL_INTERVAL_MS', 10, 600_000),
     httpTimeoutMs: int('CERTYO_HTTP_TIMEOUT_MS', 100, 600_000),

@@ -117,7 +117,8 @@ export class Relay {
       try {
         const changes = await this.sql<Change[]>`
           select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record
-          from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`})`;
+          from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
+                            ${this.cfg.maxBatchBytes})`;
         failures = 0;
         if (changes.length === 0) {
           if (!this.waiting) {
@@ -128,7 +129,16 @@ export class Relay {
           continue;
         }
         if (changes.length === this.cfg.batchSize) await this.setWaiting(false);
-        await this.deliver(changes);
+        const oversized = changes.filter((c) => Buffer.byteLength(c.record) > this.cfg.maxRecordBytes);
+        if (oversized.length > 0) {
+          const reasons = oversized.map(
+            (c) =>
+              `record of ${Buffer.byteLength(c.record)} bytes exceeds CERTYO_MAX_RECORD_BYTES (${this.cfg.maxRecordBytes})`,
+          );
+          await this.park(oversized, reasons);
+        }
+        const sendable = oversized.length > 0 ? changes.filter((c) => !oversized.includes(c)) : changes;
+        if (sendable.length > 0) await this.deliver(sendable);
       } catch (err) {
         failures++;
         this.lastError = (err as Error).message;

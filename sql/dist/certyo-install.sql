@@ -687,13 +687,19 @@ end
 $$;
 
 -- sql/claim.sql
--- certyo.claim(relay_token, max_changes, lease): lease up to max_changes
--- deliverable changes, oldest first, and return them ready to send. A change
+-- certyo.claim(relay_token, max_changes, lease, max_bytes): lease up to
+-- max_changes deliverable changes, oldest first, stopping once their row
+-- images reach max_bytes (at least one change is always returned, so the
+-- relay's memory is bounded by max_bytes plus one change), and return them
+-- ready to send. A change
 -- is held back while an earlier change of the same record is leased by a live
 -- lease or parked, so each record's changes leave in version order even with
 -- several relays. Claims are serialised (one short transaction each) so two
 -- relays never split one record's changes between them.
-create or replace function certyo.claim(relay_token uuid, max_changes integer default 1000, lease interval default '60 seconds')
+drop function if exists certyo.claim(uuid, integer, interval);
+create or replace function certyo.claim(
+    relay_token uuid, max_changes integer default 1000, lease interval default '60 seconds', max_bytes bigint default 4194304
+)
 returns table (id bigint, idempotency_key uuid, op "char", record_id text, collection text, changed_at timestamptz, record text)
 language plpgsql
 security definer
@@ -709,7 +715,7 @@ begin
             and (h.parked_at is not null or h.lease_until > now())
     ),
     picked as (
-        select o.id
+        select o.id, octet_length(o.payload::text) as size
         from certyo.outbox o
         where (o.lease_token is null or o.lease_until <= now())
             and o.parked_at is null
@@ -718,11 +724,16 @@ begin
         limit max_changes
         for update skip locked
     ),
+    within_budget as (
+        select b.id
+        from (select p.id, sum(p.size) over (order by p.id) - p.size as before from picked p) as b
+        where b.before < max_bytes
+    ),
     leased as (
         update certyo.outbox o
         set lease_token = relay_token, lease_until = now() + lease, attempts = o.attempts + 1
-        from picked
-        where o.id = picked.id
+        from within_budget w
+        where o.id = w.id
         returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
     )
     select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
@@ -733,7 +744,7 @@ begin
 end
 $$;
 
-comment on function certyo.claim(uuid, integer, interval) is
+comment on function certyo.claim(uuid, integer, interval, bigint) is
     'Relay: lease up to max_changes deliverable changes in per-record version order.';
 
 -- sql/ack.sql
@@ -948,7 +959,7 @@ grant select, insert, update on certyo.tracked_table to certyo_admin;
 grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy()
     to certyo_relay;
 

@@ -176,6 +176,23 @@ describe('relay', () => {
     assert.equal(row!.s, 'submitted');
   });
 
+  test('batches are bounded by bytes; an oversized record is parked with a reason, the rest flow', async () => {
+    await db.sql`insert into products select g, repeat('x', 2000), 1 from generate_series(1, 200) g`;
+    await db.sql`insert into products values (999, repeat('y', 300000), 1)`;
+    await startRelay({ CERTYO_MAX_BATCH_BYTES: '65536', CERTYO_MAX_RECORD_BYTES: '100000' });
+    await drained();
+    const sizes = api.requests.filter((r) => r.status === 202).map((r) => r.records.length);
+    assert.ok(Math.max(...sizes) < 40 && sizes.length >= 6, `records per request: ${sizes}`);
+    const parked = await db.sql`select record_id, last_error from certyo.parked`;
+    assert.deepEqual(
+      parked.map((p) => p.record_id),
+      ['999'],
+    );
+    assert.match(parked[0]!.last_error, /exceeds CERTYO_MAX_RECORD_BYTES/);
+    const [sent] = await db.sql`select count(*)::int as n from certyo.receipt`;
+    assert.equal(sent!.n, 200);
+  });
+
   test('a transaction that commits out of id order is still delivered', async () => {
     await startRelay();
     const slow = postgres(db.url, { max: 1, onnotice: () => {} });
