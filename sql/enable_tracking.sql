@@ -24,6 +24,7 @@ declare
     v_bad text;
     v_args text;
     v_part regclass;
+    v_certyo_owner oid;
 begin
     select c.oid, c.relkind, c.relpersistence, c.relispartition, c.relowner,
            n.nspname as schema_name, c.relname as table_name
@@ -158,6 +159,17 @@ begin
                 coalesce(enable_tracking.collection, v_rel.schema_name || '.' || v_rel.table_name),
                 v_key_names, v_key_attnums, v_ops, coalesce(enable_tracking.exclude_columns, '{}'))
         returning table_id into v_table_id;
+    end if;
+
+    -- certyo's functions run as the owner of schema certyo and write status
+    -- back by key and version: give that role the key and status columns only (nothing
+    -- to do when it owns the table or is a superuser).
+    select n.nspowner into v_certyo_owner from pg_namespace n where n.nspname = 'certyo';
+    if v_certyo_owner <> v_rel.relowner and not (select r.rolsuper from pg_roles r where r.oid = v_certyo_owner) then
+        execute format('grant select (%s), update (certyo_record_hash, certyo_anchor_status, certyo_verified_at) on %I.%I to %I',
+                       (select string_agg(quote_ident(k), ', ')
+                        from unnest(v_key_names || array['certyo_record_version', 'certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at']::name[]) as k),
+                       v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
     end if;
 
     -- Triggers: dropped and created again, so the key names they carry are current.

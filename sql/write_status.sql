@@ -27,11 +27,11 @@ begin
     end if;
     execute format(
         'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
-        ' target as (select t.ctid, u.s, u.h, u.va from %1$s t join u on %2$s and t.certyo_record_version = u.v'
+        ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
         '            for update of t skip locked)'
-        ' update %1$s t set certyo_anchor_status = target.s, certyo_record_hash = coalesce(target.h, t.certyo_record_hash),'
-        '   certyo_verified_at = coalesce(target.va, t.certyo_verified_at)'
-        ' from target where t.ctid = target.ctid',
+        ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+        '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
+        ' from target u where %2$s and t.certyo_record_version = u.v',
         v_rel, v_match)
     using record_ids, versions, statuses, hashes, verified_ats;
     get diagnostics v_count = row_count;

@@ -444,6 +444,7 @@ declare
     v_bad text;
     v_args text;
     v_part regclass;
+    v_certyo_owner oid;
 begin
     select c.oid, c.relkind, c.relpersistence, c.relispartition, c.relowner,
            n.nspname as schema_name, c.relname as table_name
@@ -580,6 +581,17 @@ begin
         returning table_id into v_table_id;
     end if;
 
+    -- certyo's functions run as the owner of schema certyo and write status
+    -- back by key and version: give that role the key and status columns only (nothing
+    -- to do when it owns the table or is a superuser).
+    select n.nspowner into v_certyo_owner from pg_namespace n where n.nspname = 'certyo';
+    if v_certyo_owner <> v_rel.relowner and not (select r.rolsuper from pg_roles r where r.oid = v_certyo_owner) then
+        execute format('grant select (%s), update (certyo_record_hash, certyo_anchor_status, certyo_verified_at) on %I.%I to %I',
+                       (select string_agg(quote_ident(k), ', ')
+                        from unnest(v_key_names || array['certyo_record_version', 'certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at']::name[]) as k),
+                       v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
+    end if;
+
     -- Triggers: dropped and created again, so the key names they carry are current.
     perform certyo.drop_triggers(target);
     v_args := (select string_agg(quote_literal(a), ', ')
@@ -674,11 +686,11 @@ begin
     end if;
     execute format(
         'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
-        ' target as (select t.ctid, u.s, u.h, u.va from %1$s t join u on %2$s and t.certyo_record_version = u.v'
+        ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
         '            for update of t skip locked)'
-        ' update %1$s t set certyo_anchor_status = target.s, certyo_record_hash = coalesce(target.h, t.certyo_record_hash),'
-        '   certyo_verified_at = coalesce(target.va, t.certyo_verified_at)'
-        ' from target where t.ctid = target.ctid',
+        ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+        '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
+        ' from target u where %2$s and t.certyo_record_version = u.v',
         v_rel, v_match)
     using record_ids, versions, statuses, hashes, verified_ats;
     get diagnostics v_count = row_count;
