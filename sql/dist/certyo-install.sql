@@ -197,6 +197,35 @@ $$;
 comment on function certyo.record_payload(json, text[]) is
     'recordPayload of a captured row image: status and excluded columns removed, every value byte-exact.';
 
+-- sql/strip_status.sql
+-- certyo.strip_status(payload, hash, status, verified_at, version): a row
+-- image without certyo's status columns. enable_tracking appends those
+-- columns last, so row_to_json() ends with exactly their rendering: cut that
+-- suffix (cheap, exact). When the layout differs (columns added later), fall
+-- back to rebuilding the object with certyo.record_payload (exact, slower).
+-- Call it with the output settings the capture trigger pins.
+create or replace function certyo.strip_status(
+    payload json, hash text, status text, verified_at timestamptz, version bigint
+)
+returns json
+language plpgsql
+immutable
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_text text := payload::text;
+    v_suffix text := ',"certyo_record_hash":' || coalesce(to_json(hash)::text, 'null')
+        || ',"certyo_anchor_status":' || coalesce(to_json(status)::text, 'null')
+        || ',"certyo_verified_at":' || coalesce(to_json(verified_at)::text, 'null')
+        || ',"certyo_record_version":' || coalesce(version::text, 'null') || '}';
+begin
+    if right(v_text, length(v_suffix)) = v_suffix then
+        return (left(v_text, length(v_text) - length(v_suffix)) || '}')::json;
+    end if;
+    return certyo.record_payload(payload, '{}');
+end
+$$;
+
 -- sql/key_match.sql
 -- certyo.key_match(table_id, key_text): the tracked table and a predicate on
 -- alias t that matches its key columns against key_text, an SQL expression
@@ -307,7 +336,8 @@ comment on function certyo.capture_before() is
 
 -- sql/capture.sql
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
--- per changed row inside the writing transaction. Arguments: table_id, the
+-- per changed row inside the writing transaction. The stored payload is the
+-- row image without certyo's status columns. Arguments: table_id, the
 -- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned so the payload text never
 -- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 create or replace function certyo.capture()
@@ -327,13 +357,15 @@ declare
     v_key text;
 begin
     if tg_op = 'DELETE' then
-        v_payload := row_to_json(old);
+        v_payload := certyo.strip_status(row_to_json(old), old.certyo_record_hash, old.certyo_anchor_status,
+                                         old.certyo_verified_at, old.certyo_record_version);
         if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
             return null; -- the row moved to another partition; its INSERT is the change
         end if;
         v_version := nextval('certyo.change_seq');
     else
-        v_payload := row_to_json(new);
+        v_payload := certyo.strip_status(row_to_json(new), new.certyo_record_hash, new.certyo_anchor_status,
+                                         new.certyo_verified_at, new.certyo_record_version);
         v_version := new.certyo_record_version;
     end if;
     if tg_nargs = 3 then
@@ -674,6 +706,10 @@ set timezone = 'UTC'
 set intervalstyle = 'postgres'
 set extra_float_digits = 1
 set bytea_output = 'hex'
+-- A few rows by key: always index lookups, never a scan of the whole table.
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
     v_rel regclass;
@@ -720,18 +756,20 @@ as $$
 begin
     perform pg_advisory_xact_lock(7283002);
     return query
-    with held as (
-        select distinct h.table_id, h.record_id
-        from certyo.outbox h
-        where (h.lease_token is not null or h.parked_at is not null)
-            and (h.parked_at is not null or h.lease_until > now())
-    ),
-    picked as (
+    with picked as (
         select o.id, octet_length(o.payload::text) as size
         from certyo.outbox o
         where (o.lease_token is null or o.lease_until <= now())
             and o.parked_at is null
-            and not exists (select from held where held.table_id = o.table_id and held.record_id = o.record_id)
+            -- skip records with a change leased (live) or parked: NOT IN over NOT NULL
+            -- columns runs as one hashed subplan (a hash probe per candidate), whatever
+            -- the planner's estimate of how many are held
+            and (o.table_id, o.record_id) not in (
+                select h.table_id, h.record_id
+                from certyo.outbox h
+                where (h.lease_token is not null or h.parked_at is not null)
+                    and (h.parked_at is not null or h.lease_until > now())
+            )
         order by o.id
         limit max_changes
         for update skip locked
@@ -749,7 +787,8 @@ begin
         returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
     )
     select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
-           certyo.record_payload(l.payload, t.exclude_columns::text[])::text
+           case when cardinality(t.exclude_columns) = 0 then l.payload::text
+                else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id
     order by l.id;

@@ -59,6 +59,11 @@ describe('capture', () => {
         '{"id":1,"name":"lamp","price":13.00,"note":null}', // the old image for DELETE
       ],
     );
+    // The outbox already holds the row image without status columns (the claim sends it as is).
+    assert.deepEqual(
+      rows.map((r) => r.payload),
+      rows.map((r) => r.record),
+    );
     const ids = rows.map((r) => BigInt(r.id));
     assert.ok(ids[0]! < ids[1]! && ids[1]! < ids[2]!, 'versions increase per record');
     assert.equal(new Set(rows.map((r) => r.idempotency_key)).size, 3, 'one idempotency key per change');

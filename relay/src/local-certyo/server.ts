@@ -41,6 +41,8 @@ export const NO_FAULTS: Faults = {
 
 export interface LoggedRequest {
   at: number;
+  /** performance.now() when the request arrived (before latency faults), for latency measurements. */
+  arrivedMs: number;
   method: string;
   path: string;
   status: number;
@@ -336,6 +338,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     const url = new URL(req.url ?? '/', 'http://local');
     const entry: LoggedRequest = {
       at: Date.now(),
+      arrivedMs: performance.now(),
       method: req.method ?? '',
       path: url.pathname,
       status: 0,

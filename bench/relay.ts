@@ -1,0 +1,202 @@
+// Relay benchmarks, in one run on one machine (never beside another bench or
+// the tests): the maximum tracked write rate (pgbench), the relay's drain rate
+// from a backlog, commit-to-received latency for single changes into an idle
+// system, and under open-loop load at 50% and 90% of the maximum rate
+// (latency counted from each change's scheduled time: no coordinated omission).
+// Run: npm run build && node dist/bench/relay.js [--backlog N] [--seconds S]
+// Uses DATABASE_URL (a superuser) or an embedded PostgreSQL; needs pgbench.
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { parseArgs } from 'node:util';
+import postgres, { type Sql } from 'postgres';
+import { startEmbedded } from '../relay/src/embedded.js';
+import { migrate } from '../relay/src/install.js';
+import { type LocalCertyo, startLocalCertyo } from '../relay/src/local-certyo/server.js';
+import { paths } from '../relay/src/paths.js';
+
+const { values } = parseArgs({ options: { backlog: { type: 'string' }, seconds: { type: 'string' } } });
+const BACKLOG = Number(values.backlog ?? 200_000);
+const SECONDS = Number(values.seconds ?? 10);
+const KEY = `certyo_sk_test_${randomBytes(8).toString('hex')}`;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
+};
+const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+function startRelay(url: string, api: LocalCertyo): ChildProcess {
+  return spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
+    env: {
+      PATH: process.env.PATH ?? '',
+      DATABASE_URL: url,
+      CERTYO_API_KEY: KEY,
+      CERTYO_TENANT_ID: 'bench',
+      CERTYO_BASE_URL: api.url,
+      LOG_LEVEL: 'error',
+    },
+    stdio: 'inherit',
+  });
+}
+
+async function stopRelay(child: ChildProcess) {
+  await new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
+async function untilDrained(sql: Sql) {
+  while ((await sql`select count(*)::int as n from certyo.outbox`)[0]!.n > 0) await sleep(20);
+}
+
+/** Arrival time (performance.now()) of the first accepted record per recordId. */
+function arrivals(api: LocalCertyo) {
+  const at = new Map<string, number>();
+  for (const r of api.requests)
+    for (const x of r.records)
+      if (x.status === 'accepted' && !at.has(x.recordId)) at.set(x.recordId, r.arrivedMs);
+  return at;
+}
+
+async function main() {
+  const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
+  const admin = process.env.DATABASE_URL ?? embedded!.adminUrl;
+  const name = `certyo_bench_${randomBytes(3).toString('hex')}`;
+  const root = postgres(admin, { max: 1, onnotice: () => {} });
+  await root.unsafe(`create database ${name}`);
+  const u = new URL(admin);
+  u.pathname = `/${name}`;
+  const url = u.toString();
+  const sql = postgres(url, { max: 8, onnotice: () => {} });
+  const api = await startLocalCertyo({
+    keys: { [KEY]: 'bench' },
+    flushRecords: 1000,
+    flushMs: 1000,
+    anchorMs: 10,
+  });
+  const results: Record<string, unknown> = {};
+  try {
+    await migrate(sql, url);
+    await sql`create table events (id bigserial primary key, kind text not null, amount numeric(12,2), at timestamptz default now(), attrs json)`;
+    await sql`select certyo.enable_tracking('events')`;
+
+    // 1. Maximum tracked write rate: pgbench, 8 clients, single-row INSERT, relay absent.
+    const script = `${paths.root}.tmp-bench-insert.sql`;
+    writeFileSync(
+      script,
+      `insert into events (kind, amount, attrs) values ('sale', 19.99, '{"sku":"A-1"}');\n`,
+    );
+    const out = execFileSync(
+      'pgbench',
+      ['-n', '-c', '8', '-j', '2', '-T', String(SECONDS), '-f', script, url],
+      { encoding: 'utf8' },
+    );
+    const maxTps = Number(/tps = ([\d.]+)/.exec(out)?.[1]);
+    results.maxTrackedWriteTps = round(maxTps);
+
+    // 2. Drain rate from a backlog (the pgbench rows plus BACKLOG more), relay started afterwards.
+    await sql`insert into events (kind, amount, attrs) select 'bulk', g % 1000, '{"sku":"B-2"}' from generate_series(1, ${BACKLOG}) g`;
+    const [{ n: backlog }] = (await sql`select count(*)::int as n from certyo.outbox`) as unknown as [
+      { n: number },
+    ];
+    api.requests.length = 0;
+    const t0 = performance.now();
+    let relay = startRelay(url, api);
+    await untilDrained(sql);
+    const drainSeconds = (performance.now() - t0) / 1000;
+    results.drain = {
+      changes: backlog,
+      seconds: round(drainSeconds),
+      changesPerSecond: round(backlog / drainSeconds),
+      ratioToMaxWriteRate: round(backlog / drainSeconds / maxTps, 2),
+    };
+    await stopRelay(relay);
+
+    // 3. Single changes into an idle system (relay waiting; its fallback poll is 1 s, so this measures the wake-up).
+    relay = startRelay(url, api);
+    await sleep(1500);
+    api.requests.length = 0;
+    const idle: number[] = [];
+    for (let i = 0; i < 40; i++) {
+      const t = performance.now();
+      const [{ id }] =
+        (await sql`insert into events (kind) values ('idle') returning id::text`) as unknown as [
+          { id: string },
+        ];
+      const entry = await api.waitFor((r) => r.records.some((x) => x.recordId === id));
+      idle.push(entry.arrivedMs - t);
+      await sleep(50);
+    }
+    results.idleLatencyMs = {
+      p50: round(pct(idle, 50)),
+      p90: round(pct(idle, 90)),
+      p99: round(pct(idle, 99)),
+      n: idle.length,
+    };
+
+    // 4. Open-loop load at 50% and 90% of the maximum tracked rate.
+    for (const share of [0.5, 0.9]) {
+      await untilDrained(sql);
+      api.requests.length = 0;
+      const rate = maxTps * share;
+      const total = Math.floor(rate * SECONDS);
+      const scheduled = new Map<string, number>();
+      const start = performance.now() + 50;
+      const pending: Promise<unknown>[] = [];
+      for (let i = 0; i < total; i++) {
+        const due = start + (i * 1000) / rate;
+        const wait = due - performance.now();
+        if (wait > 1) await sleep(wait);
+        pending.push(
+          sql`insert into events (kind) values ('load') returning id::text`.then((rows) =>
+            scheduled.set(rows[0]!.id as string, due),
+          ),
+        );
+      }
+      await Promise.all(pending);
+      await untilDrained(sql);
+      const at = arrivals(api);
+      const lat = [...scheduled]
+        .map(([id, due]) => (at.get(id) ?? Number.NaN) - due)
+        .filter((x) => !Number.isNaN(x));
+      results[`loadLatencyMs_${share * 100}pct`] = {
+        targetRate: round(rate),
+        changes: total,
+        received: lat.length,
+        p50: round(pct(lat, 50)),
+        p90: round(pct(lat, 90)),
+        p99: round(pct(lat, 99)),
+      };
+    }
+    await stopRelay(relay);
+  } finally {
+    await sql.end();
+    await api.close();
+    await root.unsafe(`drop database ${name} with (force)`);
+    await root.end();
+    await embedded?.stop();
+  }
+  const [version] = execFileSync('psql', ['-XAtc', 'show server_version', admin], { encoding: 'utf8' }).split(
+    '\n',
+  );
+  const report = {
+    date: new Date().toISOString(),
+    machine: `${cpus().length} x ${cpus()[0]?.model}`,
+    postgres: version,
+    backlogAdded: BACKLOG,
+    seconds: SECONDS,
+    ...results,
+  };
+  mkdirSync(`${paths.root}bench/results`, { recursive: true });
+  writeFileSync(
+    `${paths.root}bench/results/relay-${report.date.slice(0, 10)}.json`,
+    `${JSON.stringify(report, null, 2)}\n`,
+  );
+  console.log(JSON.stringify(report, null, 2));
+}
+
+await main();
