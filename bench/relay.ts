@@ -36,7 +36,7 @@ function startRelay(url: string, api: LocalCertyo): ChildProcess {
       CERTYO_API_KEY: KEY,
       CERTYO_TENANT_ID: 'bench',
       CERTYO_BASE_URL: api.url,
-      LOG_LEVEL: 'error',
+      LOG_LEVEL: process.env.BENCH_RELAY_LOG_LEVEL ?? 'error',
     },
     stdio: 'inherit',
   });

@@ -18,6 +18,11 @@ export async function relayCommand(_args: string[], env = process.env): Promise<
     }
     throw err;
   }
+  // Signals first: a SIGTERM that arrives while starting must still stop gracefully.
+  const stopRequested = new Promise<void>((resolve) => {
+    process.once('SIGTERM', resolve);
+    process.once('SIGINT', resolve);
+  });
   const log = createLogger(cfg.logLevel, [cfg.apiKey]);
   const sql = connect(cfg.databaseUrl, {
     max: cfg.concurrency + 2,
@@ -29,10 +34,7 @@ export async function relayCommand(_args: string[], env = process.env): Promise<
   await relay.start();
   const health = await startHealth(cfg.healthPort, relay, sql);
   log.info({ healthPort: health.port, baseUrl: cfg.baseUrl }, 'health endpoints listening');
-  await new Promise<void>((resolve) => {
-    process.once('SIGTERM', resolve);
-    process.once('SIGINT', resolve);
-  });
+  await stopRequested;
   log.info('stopping');
   await relay.stop();
   health.server.close();

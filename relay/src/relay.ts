@@ -37,6 +37,9 @@ export class Relay {
   private wakers = new Set<() => void>();
   private control: ReservedSql | undefined;
   private waiting = false;
+  /** Acknowledged (deleted) since the relay last vacuumed the outbox; undefined: not allowed to vacuum. */
+  private deletedSinceVacuum: number | undefined;
+  private vacuuming = false;
   private unlisten: (() => Promise<void>) | undefined;
   private database = '';
 
@@ -59,7 +62,15 @@ export class Relay {
     );
     this.unlisten = sub.unlisten;
     this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => this.work(i));
-    this.log.info({ token: this.token, concurrency: this.cfg.concurrency, database }, 'relay started');
+    const [may] = await this.sql`
+      select pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as ok
+      from pg_class c, pg_roles r
+      where c.oid = 'certyo.outbox'::regclass and r.rolname = current_user`;
+    this.deletedSinceVacuum = may?.ok ? 0 : undefined;
+    this.log.info(
+      { token: this.token, concurrency: this.cfg.concurrency, database, vacuumsOutbox: may?.ok === true },
+      'relay started',
+    );
   }
 
   /** Stop claiming, let in-flight batches finish until the deadline, give back every lease. */
@@ -115,11 +126,13 @@ export class Relay {
     let failures = 0;
     while (this.running) {
       try {
+        const t0 = performance.now();
         const changes = await this.sql<Change[]>`
           select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record
           from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
                             ${this.cfg.maxBatchBytes})`;
         failures = 0;
+        if (changes.length < this.cfg.batchSize) await this.vacuumIfDue(10_000);
         if (changes.length === 0) {
           if (!this.waiting) {
             await this.setWaiting(true);
@@ -138,13 +151,47 @@ export class Relay {
           await this.park(oversized, reasons);
         }
         const sendable = oversized.length > 0 ? changes.filter((c) => !oversized.includes(c)) : changes;
+        const t1 = performance.now();
         if (sendable.length > 0) await this.deliver(sendable);
+        this.log.debug(
+          {
+            changes: changes.length,
+            claimMs: Math.round(t1 - t0),
+            deliverMs: Math.round(performance.now() - t1),
+          },
+          'batch done',
+        );
       } catch (err) {
         failures++;
         this.lastError = (err as Error).message;
         this.log.warn({ err, worker, failures }, 'relay loop error; backing off');
         await this.sleep(this.backoff(failures));
       }
+    }
+  }
+
+  /**
+   * Acknowledged changes leave dead tuples in the outbox until vacuum, and
+   * autovacuum looks at a table at most once per autovacuum_naptime (1 min by
+   * default): long enough for claims to slow down by scanning them. When its
+   * role may (owner, superuser), the relay vacuums the outbox itself once a
+   * backlog is drained, or every 200k changes during a long drain.
+   */
+  private async vacuumIfDue(threshold: number) {
+    if (this.deletedSinceVacuum === undefined || this.deletedSinceVacuum < threshold || this.vacuuming)
+      return;
+    this.vacuuming = true;
+    const t0 = performance.now();
+    try {
+      const deleted = this.deletedSinceVacuum;
+      this.deletedSinceVacuum = 0;
+      await this.sql.unsafe('vacuum (analyze) certyo.outbox');
+      this.log.debug({ deleted, ms: Math.round(performance.now() - t0) }, 'outbox vacuumed');
+    } catch (err) {
+      this.log.warn({ err }, 'could not vacuum the outbox; leaving it to autovacuum');
+      this.deletedSinceVacuum = undefined;
+    } finally {
+      this.vacuuming = false;
     }
   }
 
@@ -233,6 +280,8 @@ export class Relay {
       );
       const acknowledged = row?.n ?? 0;
       this.metrics.delivered += acknowledged;
+      if (this.deletedSinceVacuum !== undefined) this.deletedSinceVacuum += acknowledged;
+      await this.vacuumIfDue(200_000);
       if (acknowledged < acked.length) {
         // Our lease expired and another relay took these changes over; it acknowledges them (Certyo deduplicates).
         this.log.warn(

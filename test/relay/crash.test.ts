@@ -69,6 +69,12 @@ before(async () => {
 });
 afterEach(async () => {
   for (const c of children) c.kill('SIGKILL');
+  // A killed relay's backends may still be finishing a statement: wait until they are gone.
+  await until(async () => {
+    await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name = 'certyo-relay' and datname = current_database()`;
+    return (await relayBackends()).length === 0;
+  });
   Object.assign(api.faults, NO_FAULTS);
   await db.sql`delete from items`;
   await drainWithInProcessCleanup();
@@ -198,9 +204,14 @@ describe('relay process faults', () => {
     api.faults.latencyMs = 2000;
     spawnRelay({ CERTYO_CONCURRENCY: '1' });
     await api.nextArrival();
-    const open = (await relayBackends()).filter((b) => b.xact_start !== null);
+    const open = (await db.sql`select state, query from pg_stat_activity
+                               where application_name = 'certyo-relay' and datname = current_database()
+                                 and (state like 'idle in transaction%' or xact_start < now() - interval '1 second')`) as unknown as Array<{
+      state: string;
+      query: string;
+    }>;
     assert.deepEqual(
-      open.map((b) => b.state),
+      open.map((b) => `${b.state}: ${b.query}`),
       [],
       'a relay backend is inside a transaction while its request is in flight',
     );
