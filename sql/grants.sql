@@ -23,4 +23,4 @@ grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.
     to certyo_relay;
 
 -- Everyone who watches: the views.
-grant select on certyo.backlog, certyo.tracked_tables, certyo.parked to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.status to certyo_reader, certyo_admin, certyo_relay;

@@ -21,5 +21,6 @@
 \ir relay_ops.sql
 \ir backlog.sql
 \ir parked.sql
+\ir status.sql
 \ir tracked_tables.sql
 \ir grants.sql

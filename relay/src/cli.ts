@@ -5,6 +5,7 @@ import { demoCommand } from './demo.js';
 import { migrate, psqlBundle } from './install.js';
 import { localCertyoCommand } from './local-certyo/command.js';
 import { relayCommand } from './relay-command.js';
+import { statusCommand } from './status.js';
 
 const USAGE = `certyo-pg <command> [options]
 
@@ -13,6 +14,7 @@ Commands:
                  local Certyo, relay, a workload, a verified proof (--follow keeps it running)
   migrate        apply the migrations and the sql/ install to DATABASE_URL
   sql            print the whole install as one plain-SQL script for psql
+  status         backlog, lag, parked and delivered changes per table (--json; exit 1 needs attention)
   relay          run the relay sidecar until SIGTERM/SIGINT (configuration: README)
   local-certyo   run the local Certyo-compatible server (--help for options)
   help           show this text
@@ -40,6 +42,7 @@ const commands: Record<string, Command> = {
   },
   'local-certyo': localCertyoCommand,
   relay: relayCommand,
+  status: statusCommand,
   demo: demoCommand,
   async help() {
     console.log(USAGE);

@@ -977,6 +977,31 @@ from certyo.outbox o
 join certyo.tracked_table t on t.table_id = o.table_id
 where o.parked_at is not null;
 
+-- sql/status.sql
+-- certyo.status: per tracked table (and untracked ones with changes left),
+-- what `certyo-pg status` shows: backlog, age of the oldest pending change,
+-- parked changes, changes delivered and when the last one was.
+create or replace view certyo.status as
+select
+    b.table_id,
+    format('%I.%I', b.schema_name, b.table_name) as table_name,
+    b.collection,
+    b.active,
+    b.pending,
+    extract(epoch from b.oldest_change_age)::float8 as oldest_pending_seconds,
+    b.parked,
+    coalesce(r.delivered, 0) as delivered,
+    r.last_delivered_at
+from certyo.backlog b
+left join (
+    select table_id, count(*) as delivered, max(delivered_at) as last_delivered_at
+    from certyo.receipt
+    group by table_id
+) as r on r.table_id = b.table_id;
+
+comment on view certyo.status is
+    'Per table: pending and parked changes, oldest pending age, changes delivered and the last delivery time.';
+
 -- sql/tracked_tables.sql
 -- certyo.tracked_tables: which tables are tracked and how (key, collection,
 -- operations, excluded columns), with their backlog.
@@ -1024,4 +1049,4 @@ grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.
     to certyo_relay;
 
 -- Everyone who watches: the views.
-grant select on certyo.backlog, certyo.tracked_tables, certyo.parked to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.status to certyo_reader, certyo_admin, certyo_relay;
