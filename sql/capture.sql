@@ -1,6 +1,6 @@
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
--- per changed row inside the writing transaction. The stored payload is the
--- row image without certyo's status columns. Arguments: table_id, the
+-- per changed row inside the writing transaction. The payload is the whole
+-- row image; the claim removes certyo's status columns (off the write path). Arguments: table_id, the
 -- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned so the payload text never
 -- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 create or replace function certyo.capture()
@@ -20,15 +20,13 @@ declare
     v_key text;
 begin
     if tg_op = 'DELETE' then
-        v_payload := certyo.strip_status(row_to_json(old), old.certyo_record_hash, old.certyo_anchor_status,
-                                         old.certyo_verified_at, old.certyo_record_version);
+        v_payload := row_to_json(old);
         if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
             return null; -- the row moved to another partition; its INSERT is the change
         end if;
         v_version := nextval('certyo.change_seq');
     else
-        v_payload := certyo.strip_status(row_to_json(new), new.certyo_record_hash, new.certyo_anchor_status,
-                                         new.certyo_verified_at, new.certyo_record_version);
+        v_payload := row_to_json(new);
         v_version := new.certyo_record_version;
     end if;
     if tg_nargs = 3 then

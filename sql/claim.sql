@@ -55,7 +55,10 @@ begin
         returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
     )
     select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
-           case when cardinality(t.exclude_columns) = 0 then l.payload::text
+           -- Inserts and updates were captured with status (null, 'pending', null, their
+           -- version): cut that exact suffix; deletes and other layouts are rebuilt.
+           case when cardinality(t.exclude_columns) = 0 and l.op <> 'D'
+                then certyo.strip_status(l.payload, null, 'pending', null, l.id)::text
                 else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id

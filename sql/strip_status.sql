@@ -3,7 +3,7 @@
 -- columns last, so row_to_json() ends with exactly their rendering: cut that
 -- suffix (cheap, exact). When the layout differs (columns added later), fall
 -- back to rebuilding the object with certyo.record_payload (exact, slower).
--- Call it with the output settings the capture trigger pins.
+-- The claim calls it for inserts and updates, whose status values it knows.
 create or replace function certyo.strip_status(
     payload json, hash text, status text, verified_at timestamptz, version bigint
 )

@@ -203,7 +203,7 @@ comment on function certyo.record_payload(json, text[]) is
 -- columns last, so row_to_json() ends with exactly their rendering: cut that
 -- suffix (cheap, exact). When the layout differs (columns added later), fall
 -- back to rebuilding the object with certyo.record_payload (exact, slower).
--- Call it with the output settings the capture trigger pins.
+-- The claim calls it for inserts and updates, whose status values it knows.
 create or replace function certyo.strip_status(
     payload json, hash text, status text, verified_at timestamptz, version bigint
 )
@@ -336,8 +336,8 @@ comment on function certyo.capture_before() is
 
 -- sql/capture.sql
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
--- per changed row inside the writing transaction. The stored payload is the
--- row image without certyo's status columns. Arguments: table_id, the
+-- per changed row inside the writing transaction. The payload is the whole
+-- row image; the claim removes certyo's status columns (off the write path). Arguments: table_id, the
 -- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned so the payload text never
 -- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 create or replace function certyo.capture()
@@ -357,15 +357,13 @@ declare
     v_key text;
 begin
     if tg_op = 'DELETE' then
-        v_payload := certyo.strip_status(row_to_json(old), old.certyo_record_hash, old.certyo_anchor_status,
-                                         old.certyo_verified_at, old.certyo_record_version);
+        v_payload := row_to_json(old);
         if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
             return null; -- the row moved to another partition; its INSERT is the change
         end if;
         v_version := nextval('certyo.change_seq');
     else
-        v_payload := certyo.strip_status(row_to_json(new), new.certyo_record_hash, new.certyo_anchor_status,
-                                         new.certyo_verified_at, new.certyo_record_version);
+        v_payload := row_to_json(new);
         v_version := new.certyo_record_version;
     end if;
     if tg_nargs = 3 then
@@ -794,7 +792,10 @@ begin
         returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
     )
     select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
-           case when cardinality(t.exclude_columns) = 0 then l.payload::text
+           -- Inserts and updates were captured with status (null, 'pending', null, their
+           -- version): cut that exact suffix; deletes and other layouts are rebuilt.
+           case when cardinality(t.exclude_columns) = 0 and l.op <> 'D'
+                then certyo.strip_status(l.payload, null, 'pending', null, l.id)::text
                 else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id

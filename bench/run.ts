@@ -1,0 +1,108 @@
+// `npm run bench`: every benchmark, one after the other (never in parallel:
+// the machine has two cores), against DATABASE_URL or an embedded PostgreSQL.
+// Writes the raw results to bench/results/<date>.json and the table of goals
+// to bench/RESULTS.md. Do not run it beside the test suite.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { startEmbedded } from '../relay/src/embedded.js';
+import { paths } from '../relay/src/paths.js';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
+const r2 = (x: number) => Math.round(x * 100) / 100;
+
+function lastJson(out: string): Record<string, unknown> {
+  return JSON.parse(out.slice(out.indexOf('{'))) as Record<string, unknown>;
+}
+
+async function main() {
+  const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
+  const env = { ...process.env, DATABASE_URL: process.env.DATABASE_URL ?? embedded!.adminUrl };
+  const node = (script: string) =>
+    execFileSync(process.execPath, [`${paths.root}dist/bench/${script}`], {
+      env,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+  try {
+    console.log('write tax (pgbench, 3 interleaved rounds) ...');
+    const tax = execFileSync('bash', [`${paths.root}bench/write-tax.sh`, '10'], { env, encoding: 'utf8' });
+    const rounds = [...tax.matchAll(/round=(\d) variant=(\w+) tps=([\d.]+)/g)].map((m) => ({
+      round: Number(m[1]),
+      variant: m[2]!,
+      tps: Number(m[3]),
+    }));
+    const tps = (round: number, variant: string) =>
+      rounds.find((r) => r.round === round && r.variant === variant)?.tps ?? Number.NaN;
+    const ids = [...new Set(rounds.map((r) => r.round))];
+    const writeTax = {
+      rounds,
+      trackedOverUntracked: r2(median(ids.map((i) => tps(i, 'tracked') / tps(i, 'untracked')))),
+      wakeOverNoWake: r2(median(ids.map((i) => tps(i, 'tracked') / tps(i, 'tracked_nowake')))),
+    };
+    console.log('relay (drain, latency) ...');
+    const relay = lastJson(node('relay.js'));
+    console.log('local Certyo ingest ...');
+    const certyo = lastJson(node('local-certyo.js'));
+    const report = {
+      date: new Date().toISOString(),
+      machine: `${cpus().length} x ${cpus()[0]?.model}`,
+      postgres: relay.postgres,
+      writeTax,
+      relay,
+      localCertyo: certyo,
+    };
+    mkdirSync(`${paths.root}bench/results`, { recursive: true });
+    writeFileSync(
+      `${paths.root}bench/results/${report.date.slice(0, 10)}.json`,
+      `${JSON.stringify(report, null, 2)}\n`,
+    );
+    const drain = relay.drain as { changesPerSecond: number; ratioToMaxWriteRate: number };
+    const idle = relay.idleLatencyMs as { p50: number; p90: number; p99: number };
+    const half = relay.loadLatencyMs_50pct as { p50: number; p99: number };
+    const ingest = (certyo.recordsPerSecond as { median: number }).median;
+    const rows = [
+      [
+        'tracked / untracked single-row INSERT TPS, 8 clients, relay absent',
+        '>= 0.80',
+        `${writeTax.trackedOverUntracked}`,
+      ],
+      ['with wake-up / without any', '>= 0.97', `${writeTax.wakeOverNoWake}`],
+      [
+        'drain rate / max tracked write rate',
+        '>= 4',
+        `${drain.ratioToMaxWriteRate} (${drain.changesPerSecond} changes/s vs ${relay.maxTrackedWriteTps} TPS)`,
+      ],
+      [
+        'one change into an idle system, commit to received',
+        'p50 <= 10 ms',
+        `p50 ${idle.p50} ms, p90 ${idle.p90} ms, p99 ${idle.p99} ms`,
+      ],
+      [
+        'commit to received at 50% of max rate',
+        'p50 <= 5 ms, p99 <= 20 ms',
+        `p50 ${half.p50} ms, p99 ${half.p99} ms`,
+      ],
+      ['local Certyo bulk ingest', '> 50,000 records/s', `${ingest} records/s`],
+    ];
+    const md = [
+      '# Benchmark results',
+      '',
+      `${report.date}, ${report.machine}, PostgreSQL ${report.postgres}. Produced by \`npm run bench\`; raw numbers in \`bench/results/${report.date.slice(0, 10)}.json\`.`,
+      '',
+      '| goal | target | measured |',
+      '|---|---|---|',
+      ...rows.map((r) => `| ${r.join(' | ')} |`),
+      '',
+      'Not measured yet: UPDATE/DELETE write tax, 100-row INSERT statements, WAL bytes per change, the soak run,',
+      "and the baselines from Certyo's guide (LISTEN/NOTIFY listener, timestamp polling).",
+      '',
+    ].join('\n');
+    writeFileSync(`${paths.root}bench/RESULTS.md`, md);
+    console.log(md);
+  } finally {
+    await embedded?.stop();
+  }
+}
+
+await main();
