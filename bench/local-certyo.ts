@@ -20,7 +20,8 @@ const body = () => {
   return `{"tenantId":"bench","records":[${records.join(',')}]}`;
 };
 const rounds = 3;
-const perRound = 40;
+// --requests N: bulk requests per round (default 40)
+const perRound = Number(process.argv[process.argv.indexOf('--requests') + 1] ?? 40) || 40;
 const rates: number[] = [];
 for (let r = 0; r < rounds; r++) {
   const bodies = Array.from({ length: perRound }, body);

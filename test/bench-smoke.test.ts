@@ -1,0 +1,37 @@
+// The README's benchmark commands run to completion and report every figure
+// (tiny sizes; nothing here is timed: figures come from `npm run bench`).
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { test } from 'node:test';
+import { promisify } from 'node:util';
+import { paths } from '../relay/src/paths.js';
+import { adminUrl } from './harness/db.js';
+
+const exec = promisify(execFile);
+const env = () => ({ ...process.env, DATABASE_URL: adminUrl() });
+
+test('bench/write-tax.sh reports 3 rounds of 3 variants', async () => {
+  const { stdout } = await exec('bash', [`${paths.root}bench/write-tax.sh`, '1'], { env: env() });
+  assert.equal([...stdout.matchAll(/round=\d variant=\w+ tps=[\d.]+/g)].length, 9, stdout);
+});
+
+test('dist/bench/relay.js reports drain and latency figures', async () => {
+  const { stdout } = await exec(
+    process.execPath,
+    [`${paths.root}dist/bench/relay.js`, '--backlog', '2000', '--seconds', '1'],
+    { env: env() },
+  );
+  const r = JSON.parse(stdout.slice(stdout.indexOf('{'))) as Record<string, Record<string, number>>;
+  assert.ok(r.drain!.changesPerSecond! > 0);
+  assert.equal(r.idleLatencyMs!.n, 40);
+  assert.equal(r.loadLatencyMs_50pct!.received, r.loadLatencyMs_50pct!.changes);
+});
+
+test('dist/bench/local-certyo.js reports records per second', async () => {
+  const { stdout } = await exec(process.execPath, [
+    `${paths.root}dist/bench/local-certyo.js`,
+    '--requests',
+    '2',
+  ]);
+  assert.ok((JSON.parse(stdout) as { recordsPerSecond: { median: number } }).recordsPerSecond.median > 0);
+});
