@@ -23,3 +23,17 @@ test('README configuration table = the variables loadConfig reads', () => {
     );
   }
 });
+
+test('README quick start: its commands exist in package.json and reach the demo and the test runner', () => {
+  const readme = readFileSync(`${paths.root}README.md`, 'utf8');
+  const quick = readme.slice(readme.indexOf('## Quick start'), readme.indexOf('## A SQL session'));
+  const commands = [...quick.matchAll(/^npm (?:run )?(\w+)/gm)].map((m) => m[1]);
+  assert.deepEqual(commands, ['install', 'demo', 'test']);
+  const pkg = JSON.parse(readFileSync(`${paths.root}package.json`, 'utf8')) as {
+    scripts: Record<string, string>;
+    bin: Record<string, string>;
+  };
+  assert.match(pkg.scripts.demo ?? '', /bin\/certyo-pg\.js demo$/);
+  assert.match(pkg.scripts.test ?? '', /node dist\/test\/run\.js$/);
+  assert.equal(pkg.bin['certyo-pg'], 'bin/certyo-pg.js');
+});
