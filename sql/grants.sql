@@ -16,11 +16,22 @@ grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
 
 grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
+grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
-    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy()
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], bytea[]),
+    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy(),
+    certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb)
     to certyo_relay;
 
 -- Everyone who watches: the views.
 grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.status to certyo_reader, certyo_admin, certyo_relay;
+
+-- The tamper sweep and record history: run with the caller's own privileges on
+-- the tracked tables; they read receipts and which outbox changes exist (not
+-- their payloads).
+grant execute on function certyo.verify(regclass, text), certyo.record_history(regclass, text, boolean),
+    certyo.proof_json(bytea) to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.history, certyo.receipt, certyo.anchor to certyo_reader, certyo_admin, certyo_relay;
+grant select (id, table_id, op, record_id, changed_at, parked_at, last_error) on certyo.outbox
+    to certyo_reader, certyo_admin;

@@ -19,8 +19,11 @@
 \ir claim.sql
 \ir ack.sql
 \ir relay_ops.sql
+\ir verification.sql
 \ir backlog.sql
 \ir parked.sql
 \ir status.sql
 \ir tracked_tables.sql
+\ir history.sql
+\ir verify.sql
 \ir grants.sql

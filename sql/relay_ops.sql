@@ -1,7 +1,8 @@
 -- The relay's other verbs: give back a lease, park rejected changes, register
 -- as waiting for a wake-up, and (for admins) retry parked changes.
 
--- certyo.release(relay_token): give back every change this relay leased (graceful stop).
+-- certyo.release(relay_token): give back every change (and receipt being verified)
+-- this relay leased (graceful stop). Returns the changes given back.
 create or replace function certyo.release(relay_token uuid)
 returns integer
 language sql
@@ -12,6 +13,10 @@ as $$
         update certyo.outbox o set lease_token = null, lease_until = null
         where o.lease_token = relay_token
         returning 1
+    ),
+    v as (
+        update certyo.receipt c set lease_token = null, lease_until = null
+        where c.lease_token = relay_token
     )
     select count(*)::integer from r
 $$;

@@ -3,11 +3,14 @@
 -- given version (a newer version keeps its own status), never waiting for a
 -- row a user transaction holds (skip locked: that row is getting a newer
 -- version anyway). Runs as certyo's owner, so the BEFORE trigger sees a
--- status-only write-back and captures nothing. Returns rows written.
+-- status-only write-back and captures nothing. A row the tamper sweep flagged
+-- 'tampered' keeps that status until its next real change. Returns the
+-- versions written.
+drop function if exists certyo.write_status(integer, text[], bigint[], text[], text[], timestamptz[]);
 create or replace function certyo.write_status(
     table_id integer, record_ids text[], versions bigint[], statuses text[], hashes text[], verified_ats timestamptz[]
 )
-returns integer
+returns bigint[]
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -25,22 +28,26 @@ as $$
 declare
     v_rel regclass;
     v_match text;
-    v_count integer;
+    v_written bigint[];
 begin
     select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
-        return 0; -- the table is gone (or its key): receipts keep what was delivered
+        return '{}'; -- the table is gone (or its key): receipts keep what was delivered
     end if;
     execute format(
         'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
         ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
-        '            for update of t skip locked)'
+        '            where t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'''
+        '            for update of t skip locked),'
+        ' written as ('
         ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
         '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
-        ' from target u where %2$s and t.certyo_record_version = u.v',
+        ' from target u where %2$s and t.certyo_record_version = u.v'
+        ' returning t.certyo_record_version)'
+        ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
         v_rel, v_match)
+    into v_written
     using record_ids, versions, statuses, hashes, verified_ats;
-    get diagnostics v_count = row_count;
-    return v_count;
+    return v_written;
 end
 $$;

@@ -15,6 +15,11 @@ export const DEFAULTS = {
   CERTYO_CONCURRENCY: '2',
   CERTYO_HEALTH_PORT: '0',
   CERTYO_SHUTDOWN_TIMEOUT_MS: '10000',
+  CERTYO_VERIFY: 'on',
+  CERTYO_VERIFY_DELAY_MS: '60000',
+  CERTYO_VERIFY_INTERVAL_MS: '5000',
+  CERTYO_VERIFY_ATTEMPTS: '20',
+  CERTYO_VERIFY_RECHECK_MS: '900000',
 } as const;
 
 export const REQUIRED = ['CERTYO_API_KEY', 'CERTYO_TENANT_ID'] as const;
@@ -39,6 +44,11 @@ export interface Config {
   concurrency: number;
   healthPort: number;
   shutdownTimeoutMs: number;
+  verify: boolean;
+  verifyDelayMs: number;
+  verifyIntervalMs: number;
+  verifyAttempts: number;
+  verifyRecheckMs: number;
 }
 
 export class ConfigError extends Error {
@@ -71,6 +81,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
   const logLevel = value('LOG_LEVEL');
   if (!LEVELS.includes(logLevel))
     problems.push(`LOG_LEVEL must be one of ${LEVELS.join(', ')}, got "${logLevel}"`);
+  const verify = value('CERTYO_VERIFY');
+  if (verify !== 'on' && verify !== 'off') problems.push(`CERTYO_VERIFY must be on or off, got "${verify}"`);
   const config: Config = {
     databaseUrl: env.DATABASE_URL || undefined,
     apiKey: env.CERTYO_API_KEY ?? '',
@@ -90,6 +102,11 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     concurrency: int('CERTYO_CONCURRENCY', 1, 16),
     healthPort: int('CERTYO_HEALTH_PORT', 0, 65535),
     shutdownTimeoutMs: int('CERTYO_SHUTDOWN_TIMEOUT_MS', 100, 600_000),
+    verify: verify === 'on',
+    verifyDelayMs: int('CERTYO_VERIFY_DELAY_MS', 0, 86_400_000),
+    verifyIntervalMs: int('CERTYO_VERIFY_INTERVAL_MS', 10, 3_600_000),
+    verifyAttempts: int('CERTYO_VERIFY_ATTEMPTS', 1, 1000),
+    verifyRecheckMs: int('CERTYO_VERIFY_RECHECK_MS', 1000, 604_800_000),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

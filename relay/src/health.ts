@@ -31,10 +31,15 @@ export async function startHealth(
     if (req.url === '/metrics') {
       const rows =
         await sql`select coalesce(sum(pending), 0)::int as backlog, coalesce(sum(parked), 0)::int as parked,
-                                    coalesce(extract(epoch from max(oldest_change_age)), 0)::float8 as age
-                             from certyo.backlog`.catch(() => [{ backlog: -1, parked: -1, age: -1 }]);
-      const b = rows[0] as { backlog: number; parked: number; age: number };
+                                    coalesce(extract(epoch from max(oldest_change_age)), 0)::float8 as age,
+                                    (select count(*) from certyo.receipt
+                                     where next_check_at is not null and anchor_status = 'submitted')::int as unverified
+                             from certyo.backlog`.catch(() => [
+          { backlog: -1, parked: -1, age: -1, unverified: -1 },
+        ]);
+      const b = rows[0] as { backlog: number; parked: number; age: number; unverified: number };
       const m = relay.metrics;
+      const v = relay.verifier?.metrics ?? { anchored: 0, anchorFailed: 0, mismatches: 0, requests: 0 };
       return send(
         200,
         [
@@ -47,6 +52,11 @@ export async function startHealth(
           ['certyo_parked_changes', 'gauge', b.parked],
           ['certyo_oldest_pending_age_seconds', 'gauge', b.age],
           ['certyo_relay_healthy', 'gauge', relay.healthy ? 1 : 0],
+          ['certyo_verified_anchored_total', 'counter', v.anchored],
+          ['certyo_verify_anchor_failed_total', 'counter', v.anchorFailed],
+          ['certyo_verify_mismatches_total', 'counter', v.mismatches],
+          ['certyo_verify_requests_total', 'counter', v.requests],
+          ['certyo_unverified_changes', 'gauge', b.unverified],
         ]
           .map(([name, type, v]) => `# TYPE ${name} ${type}\n${name} ${v}`)
           .join('\n')

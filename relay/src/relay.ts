@@ -1,11 +1,12 @@
 // The relay: claim changes (leased, in per-record order), POST them to
 // Certyo outside any transaction, acknowledge (fenced by the lease) or park
 // what Certyo rejected. Woken by NOTIFY while idle, polling as a fallback.
-import { randomUUID } from 'node:crypto';
+import { hash, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ReservedSql, Sql } from 'postgres';
 import type { CertyoClient, Outcome, RecordResult } from './certyo/client.js';
 import type { Config } from './config.js';
+import { Verifier } from './verifier.js';
 
 export interface Change {
   id: string;
@@ -42,6 +43,9 @@ export class Relay {
   private vacuuming = false;
   private unlisten: (() => Promise<void>) | undefined;
   private database = '';
+  /** Checks anchoring and writes it back (CERTYO_VERIFY=on). */
+  verifier: Verifier | undefined;
+  private verifying: Promise<void> | undefined;
 
   constructor(
     private readonly cfg: Config,
@@ -62,6 +66,19 @@ export class Relay {
     );
     this.unlisten = sub.unlisten;
     this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => this.work(i));
+    if (this.cfg.verify) {
+      this.verifier = new Verifier(
+        this.cfg,
+        this.sql,
+        this.client,
+        this.log,
+        this.token,
+        database,
+        () => this.running,
+        (ms) => this.sleep(ms),
+      );
+      this.verifying = this.verifier.run();
+    }
     const [may] = await this.sql`
       select pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as ok
       from pg_class c, pg_roles r
@@ -78,7 +95,7 @@ export class Relay {
     this.running = false;
     this.wake();
     const deadline = new Promise((r) => setTimeout(r, this.cfg.shutdownTimeoutMs).unref());
-    await Promise.race([Promise.all(this.workers), deadline]);
+    await Promise.race([Promise.all([...this.workers, this.verifying]), deadline]);
     try {
       const [row] = await this.sql`select certyo.release(${this.token}) as n`;
       if (this.control) await this.control`select certyo.relay_busy()`;
@@ -258,6 +275,7 @@ export class Relay {
     const hashes: (string | null)[] = [];
     const acceptedAt: (string | null)[] = [];
     const snapshots: (string | null)[] = [];
+    const digests: string[] = [];
     const rejected: Change[] = [];
     const reasons: string[] = [];
     changes.forEach((c, i) => {
@@ -271,12 +289,13 @@ export class Relay {
       hashes.push(r?.recordHash?.replace(/^sha256:/, '') ?? null);
       acceptedAt.push(r?.acceptedAt ?? null);
       snapshots.push(r?.snapshotId ?? null);
+      digests.push(`\\x${hash('sha256', c.record, 'hex')}`);
     });
     if (acked.length > 0) {
       const [row] = await this.retryDb(
         () => this.sql<{ n: number }[]>`
           select certyo.ack(${this.token}, ${acked.map((c) => c.id)}::bigint[], ${hashes}::text[],
-                            ${acceptedAt}::timestamptz[], ${snapshots}::text[]) as n`,
+                            ${acceptedAt}::timestamptz[], ${snapshots}::text[], ${digests}::bytea[]) as n`,
       );
       const acknowledged = row?.n ?? 0;
       this.metrics.delivered += acknowledged;

@@ -123,6 +123,44 @@ create index outbox_held on certyo.outbox (table_id, record_id)
 insert into certyo.pgmigrations (name, run_on) values ('1763800000001_relay', now());
 \endif
 
+-- migration 1763800000002_verification
+select not exists (select from certyo.pgmigrations where name = '1763800000002_verification') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- Verification state. Per receipt: our digest of the payload Certyo received
+-- (what the tamper sweep compares a row with), where checking the anchoring
+-- stands, and what proves it. Per Merkle root: where it is on chain.
+
+create table certyo.anchor (
+    merkle_root text primary key,
+    batch_id text,
+    polygon_tx_hash text,
+    block_number bigint,
+    ipfs_cid text,
+    anchored_at timestamptz,
+    first_seen_at timestamptz not null default pg_catalog.now()
+);
+
+alter table certyo.receipt
+    -- SHA-256 of the recordPayload text exactly as sent.
+    add column payload_digest bytea,
+    add column anchor_status text not null default 'submitted'
+        constraint receipt_anchor_status check (anchor_status in ('submitted', 'anchored', 'anchor_failed', 'mismatch')),
+    add column checks integer not null default 0,
+    -- When the verifier looks at this receipt next; null once nothing is left to do.
+    add column next_check_at timestamptz default pg_catalog.now(),
+    add column lease_token uuid,
+    add column lease_until timestamptz,
+    add column merkle_root text,
+    -- Proof steps, 33 bytes each: position (0 left, 1 right), sibling hash.
+    add column merkle_proof bytea,
+    add column verified_at timestamptz,
+    add column detail text;
+
+create index receipt_due on certyo.receipt (next_check_at) where next_check_at is not null;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000002_verification', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -692,11 +730,14 @@ comment on function certyo.disable_tracking(regclass, boolean) is
 -- given version (a newer version keeps its own status), never waiting for a
 -- row a user transaction holds (skip locked: that row is getting a newer
 -- version anyway). Runs as certyo's owner, so the BEFORE trigger sees a
--- status-only write-back and captures nothing. Returns rows written.
+-- status-only write-back and captures nothing. A row the tamper sweep flagged
+-- 'tampered' keeps that status until its next real change. Returns the
+-- versions written.
+drop function if exists certyo.write_status(integer, text[], bigint[], text[], text[], timestamptz[]);
 create or replace function certyo.write_status(
     table_id integer, record_ids text[], versions bigint[], statuses text[], hashes text[], verified_ats timestamptz[]
 )
-returns integer
+returns bigint[]
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -714,23 +755,27 @@ as $$
 declare
     v_rel regclass;
     v_match text;
-    v_count integer;
+    v_written bigint[];
 begin
     select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
-        return 0; -- the table is gone (or its key): receipts keep what was delivered
+        return '{}'; -- the table is gone (or its key): receipts keep what was delivered
     end if;
     execute format(
         'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
         ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
-        '            for update of t skip locked)'
+        '            where t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'''
+        '            for update of t skip locked),'
+        ' written as ('
         ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
         '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
-        ' from target u where %2$s and t.certyo_record_version = u.v',
+        ' from target u where %2$s and t.certyo_record_version = u.v'
+        ' returning t.certyo_record_version)'
+        ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
         v_rel, v_match)
+    into v_written
     using record_ids, versions, statuses, hashes, verified_ats;
-    get diagnostics v_count = row_count;
-    return v_count;
+    return v_written;
 end
 $$;
 
@@ -807,13 +852,16 @@ comment on function certyo.claim(uuid, integer, interval, bigint) is
     'Relay: lease up to max_changes deliverable changes in per-record version order.';
 
 -- sql/ack.sql
--- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids):
--- the changes were accepted by Certyo. Only the holder of their lease can
+-- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids, payload_digests):
+-- the changes were accepted by Certyo (payload_digests: SHA-256 of each
+-- recordPayload text as sent, kept for the tamper sweep). Only the holder of their lease can
 -- acknowledge (a relay whose lease was taken over acknowledges nothing). Moves
 -- them from the outbox to certyo.receipt and marks each row 'submitted' if it
 -- is still at that version. Returns the number acknowledged.
+drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[]);
 create or replace function certyo.ack(
-    relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[]
+    relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[],
+    payload_digests bytea[]
 )
 returns integer
 language plpgsql
@@ -832,13 +880,13 @@ declare
 begin
     with done as (
         delete from certyo.outbox o
-        using unnest(ids, record_hashes, accepted_ats, snapshot_ids) as r(id, h, a, s)
+        using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests) as r(id, h, a, s, g)
         where o.id = r.id and o.lease_token = relay_token
-        returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s
+        returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g
     ),
     kept as (
-        insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id)
-        select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s from done d
+        insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id, payload_digest)
+        select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, d.g from done d
         on conflict (id) do nothing
     )
     select count(*),
@@ -862,14 +910,15 @@ begin
 end
 $$;
 
-comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[]) is
+comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], bytea[]) is
     'Relay: acknowledge delivered changes (fenced by the lease), keep receipts, mark rows submitted.';
 
 -- sql/relay_ops.sql
 -- The relay's other verbs: give back a lease, park rejected changes, register
 -- as waiting for a wake-up, and (for admins) retry parked changes.
 
--- certyo.release(relay_token): give back every change this relay leased (graceful stop).
+-- certyo.release(relay_token): give back every change (and receipt being verified)
+-- this relay leased (graceful stop). Returns the changes given back.
 create or replace function certyo.release(relay_token uuid)
 returns integer
 language sql
@@ -880,6 +929,10 @@ as $$
         update certyo.outbox o set lease_token = null, lease_until = null
         where o.lease_token = relay_token
         returning 1
+    ),
+    v as (
+        update certyo.receipt c set lease_token = null, lease_until = null
+        where c.lease_token = relay_token
     )
     select count(*)::integer from r
 $$;
@@ -943,6 +996,172 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
     delete from certyo.waiting_relay where pid = pg_backend_pid();
+$$;
+
+-- sql/verification.sql
+-- The relay's verification verbs: lease receipts that are due a check, and
+-- settle what the check found (fenced by the lease), writing 'anchored',
+-- 'anchor_failed' or 'mismatch' back into the rows still at that version.
+
+-- certyo.claim_verification(relay_token, max_receipts, lease, first_delay):
+-- lease up to max_receipts receipts due a check, earliest due first. A
+-- receipt is first due first_delay after its delivery (Certyo anchors a
+-- minute or so after accepting), then whenever settle scheduled it.
+create or replace function certyo.claim_verification(
+    relay_token uuid, max_receipts integer default 1000, lease interval default '60 seconds',
+    first_delay interval default '60 seconds'
+)
+returns table (
+    id bigint, op "char", record_id text, collection text, record_hash text, accepted_at timestamptz,
+    delivered_at timestamptz, anchor_status text, checks integer
+)
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+    with due as (
+        select r.id
+        from certyo.receipt r
+        where r.next_check_at <= now()
+            and (r.lease_until is null or r.lease_until <= now())
+            and (r.checks > 0 or r.anchor_status <> 'submitted' or r.delivered_at <= now() - first_delay)
+        order by r.next_check_at
+        limit max_receipts
+        for update skip locked
+    ),
+    leased as (
+        update certyo.receipt r
+        set lease_token = relay_token, lease_until = now() + lease
+        from due
+        where r.id = due.id
+        returning r.*
+    )
+    select l.id, l.op, l.record_id, t.collection, l.record_hash, l.accepted_at, l.delivered_at, l.anchor_status, l.checks
+    from leased l
+    join certyo.tracked_table t on t.table_id = l.table_id
+    order by l.id
+$$;
+
+comment on function certyo.claim_verification(uuid, integer, interval, interval) is
+    'Relay: lease receipts whose anchoring is due a check.';
+
+-- certyo.settle_verification(relay_token, results): results is a JSON array of
+--   {id, status, checked, next_check_ms, record_hash, merkle_root, proof (hex),
+--    detail, batch_id, polygon_tx_hash, block_number, ipfs_cid, anchored_at}
+-- status: 'submitted' (not anchored yet), 'anchored', 'anchor_failed' or
+-- 'mismatch'; checked: Certyo was asked (counts an attempt); next_check_ms:
+-- when to look again (null: done). Only the lease holder settles. The row
+-- status is written for rows still at that version; a row a user transaction
+-- has locked is retried a second later. Returns the receipts settled.
+create or replace function certyo.settle_verification(relay_token uuid, results jsonb)
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+    v_count integer;
+    v_tables integer[];
+    v_all_ids bigint[];
+    v_all_keys text[];
+    v_all_status text[];
+    v_all_hashes text[];
+    v_all_verified timestamptz[];
+    v_table integer;
+    v_ids bigint[];
+    v_keys text[];
+    v_written bigint[];
+    v_locked bigint[];
+    v_rel regclass;
+    v_match text;
+begin
+    with r as (
+        select * from jsonb_to_recordset(results) as x(
+            id bigint, status text, checked boolean, next_check_ms bigint, record_hash text, merkle_root text,
+            proof text, detail text, batch_id text, polygon_tx_hash text, block_number bigint, ipfs_cid text,
+            anchored_at timestamptz)
+    ),
+    anchors as (
+        insert into certyo.anchor (merkle_root, batch_id, polygon_tx_hash, block_number, ipfs_cid, anchored_at)
+        select distinct on (r.merkle_root) r.merkle_root, r.batch_id, r.polygon_tx_hash, r.block_number, r.ipfs_cid, r.anchored_at
+        from r
+        where r.status = 'anchored' and r.merkle_root is not null
+        on conflict (merkle_root) do nothing
+    ),
+    settled as (
+        update certyo.receipt c
+        set anchor_status = r.status,
+            checks = c.checks + case when r.checked then 1 else 0 end,
+            next_check_at = now() + make_interval(secs => r.next_check_ms / 1000.0),
+            lease_token = null,
+            lease_until = null,
+            record_hash = coalesce(c.record_hash, r.record_hash),
+            merkle_root = coalesce(r.merkle_root, c.merkle_root),
+            merkle_proof = coalesce(decode(r.proof, 'hex'), c.merkle_proof),
+            verified_at = case when r.status = 'anchored' and r.checked then now() else c.verified_at end,
+            detail = r.detail
+        from r
+        where c.id = r.id and c.lease_token = relay_token
+        returning c.id, c.table_id, c.op, c.record_id, c.anchor_status,
+                  coalesce(c.record_hash, r.record_hash) as h, c.verified_at
+    )
+    select count(*)::integer,
+           array_agg(s.table_id order by s.id) filter (where s.anchor_status <> 'submitted' and s.op <> 'D'),
+           array_agg(s.id order by s.id) filter (where s.anchor_status <> 'submitted' and s.op <> 'D'),
+           array_agg(s.record_id order by s.id) filter (where s.anchor_status <> 'submitted' and s.op <> 'D'),
+           array_agg(s.anchor_status order by s.id) filter (where s.anchor_status <> 'submitted' and s.op <> 'D'),
+           array_agg(s.h order by s.id) filter (where s.anchor_status <> 'submitted' and s.op <> 'D'),
+           array_agg(s.verified_at order by s.id) filter (where s.anchor_status <> 'submitted' and s.op <> 'D')
+    into v_count, v_tables, v_all_ids, v_all_keys, v_all_status, v_all_hashes, v_all_verified
+    from settled s;
+
+    -- Write the final states back into the rows (deleted rows have none).
+    for v_table in select distinct t from unnest(v_tables) as t loop
+        select array_agg(u.i), array_agg(u.k) into v_ids, v_keys
+        from unnest(v_tables, v_all_ids, v_all_keys) as u(t, i, k) where u.t = v_table;
+        v_written := certyo.write_status(
+            v_table, v_keys, v_ids,
+            array(select u.s from unnest(v_tables, v_all_status) as u(t, s) where u.t = v_table),
+            array(select u.h from unnest(v_tables, v_all_hashes) as u(t, h) where u.t = v_table),
+            array(select u.va from unnest(v_tables, v_all_verified) as u(t, va) where u.t = v_table));
+        -- Not written: the row has a newer version or is gone (nothing to do), or a
+        -- user transaction holds it (skip locked): look again in a second.
+        if cardinality(v_written) < cardinality(v_ids) then
+            select m.rel, m.predicate into v_rel, v_match from certyo.key_match(v_table, 'u.k') as m;
+            continue when v_match is null;
+            execute format(
+                'select coalesce(array_agg(u.v), ''{}'') from unnest($1, $2) as u(k, v)'
+                ' where u.v <> all ($3) and exists (select from %1$s t where %2$s and t.certyo_record_version = u.v'
+                '   and t.certyo_anchor_status is distinct from ''tampered'')',
+                v_rel, v_match)
+            into v_locked
+            using v_keys, v_ids, v_written;
+            update certyo.receipt c
+            set next_check_at = now() + interval '1 second'
+            where c.id = any (v_locked) and c.next_check_at is null;
+        end if;
+    end loop;
+    return coalesce(v_count, 0);
+end
+$$;
+
+comment on function certyo.settle_verification(uuid, jsonb) is
+    'Relay: record what verification found (fenced by the lease) and write final states back to the rows.';
+
+-- certyo.proof_json(proof): a stored proof as [{"position": "left"|"right", "hash": "..."}].
+create or replace function certyo.proof_json(proof bytea)
+returns json
+language sql
+immutable
+parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+    select json_agg(json_build_object(
+               'position', case get_byte(proof, i * 33) when 0 then 'left' else 'right' end,
+               'hash', encode(substr(proof, i * 33 + 2, 32), 'hex')) order by i)
+    from generate_series(0, length(proof) / 33 - 1) as i
 $$;
 
 -- sql/backlog.sql
@@ -1024,6 +1243,173 @@ where t.active;
 comment on view certyo.tracked_tables is
     'Tables whose changes certyo captures, their configuration and backlog.';
 
+-- sql/history.sql
+-- certyo.history: every delivered version of every record, with what proves
+-- it once anchored (hash, Merkle root and proof, Polygon transaction, block).
+-- Deleted rows keep their history here.
+create or replace view certyo.history as
+select
+    format('%I.%I', t.schema_name, t.table_name) as table_name,
+    t.collection,
+    r.record_id,
+    r.id as version,
+    case r.op when 'I' then 'insert' when 'U' then 'update' else 'delete' end as operation,
+    r.changed_at,
+    r.delivered_at,
+    r.anchor_status,
+    r.record_hash,
+    encode(r.payload_digest, 'hex') as payload_digest,
+    r.merkle_root,
+    certyo.proof_json(r.merkle_proof) as merkle_proof,
+    a.polygon_tx_hash,
+    a.block_number,
+    a.ipfs_cid,
+    a.anchored_at,
+    r.verified_at,
+    r.snapshot_id,
+    r.detail,
+    t.table_id
+from certyo.receipt r
+join certyo.tracked_table t on t.table_id = r.table_id
+left join certyo.anchor a on a.merkle_root = r.merkle_root;
+
+comment on view certyo.history is
+    'Every delivered version of every record, with its anchoring proof once anchored.';
+
+-- certyo.record_history(target, record_id, anchored_only): one record's
+-- versions, newest first (by default only the anchored ones).
+create or replace function certyo.record_history(target regclass, record_id text, anchored_only boolean default true)
+returns setof certyo.history
+language sql
+stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select h.*
+    from certyo.history h
+    where h.table_id in (select t.table_id from certyo.tracked_table t where t.relid = target)
+        and h.record_id = record_history.record_id
+        and (not anchored_only or h.anchor_status = 'anchored')
+    order by h.version desc
+$$;
+
+comment on function certyo.record_history(regclass, text, boolean) is
+    'One record''s delivered versions with their proofs, newest first.';
+
+-- sql/verify.sql
+-- certyo.verify(target, only_record): the tamper sweep. For every current row of
+-- one tracked table (or all of them; or one record id), recompute the payload
+-- exactly as capture and claim build it and compare its SHA-256 with the
+-- digest kept when that version was delivered. Verdicts:
+--   anchored        unchanged since its version was anchored
+--   pending         changed, and the change is captured: waiting for delivery or anchoring
+--   tampered        changed WITHOUT a captured change (capture bypassed:
+--                   session_replication_role = replica, triggers disabled,
+--                   restore, direct write); detail and digests give the evidence
+--   never_anchored  no anchored version: never captured (existed before
+--                   tracking), or anchoring failed or did not match
+-- SECURITY INVOKER: the caller reads the tables with their own privileges.
+create or replace function certyo.verify(target regclass default null, only_record text default null)
+returns table (
+    table_name text, record_id text, version bigint, verdict text, anchor_status text, record_hash text,
+    anchored_digest text, current_digest text, detail text
+)
+language plpgsql
+stable
+set search_path = pg_catalog, pg_temp
+-- The settings capture pins, so row_to_json() renders the row as it did then.
+set timezone = 'UTC'
+set datestyle = 'ISO, YMD'
+set intervalstyle = 'postgres'
+set extra_float_digits = 1
+set bytea_output = 'hex'
+set jit = off
+as $$
+declare
+    v_t record;
+    v_key text;
+    v_payload text;
+    v_filter text := '';
+begin
+    if target is not null and not exists (select from certyo.tracked_table t where t.relid = target and t.active) then
+        raise exception '% is not tracked', target
+            using errcode = '22023', hint = 'See select * from certyo.tracked_tables;';
+    end if;
+    for v_t in
+        select * from certyo.tracked_table t where t.active and (target is null or t.relid = target) order by t.table_id
+    loop
+        v_key := case when cardinality(v_t.key_columns) = 1 then format('c.j ->> %L', v_t.key_columns[1])
+                      else format('certyo.record_key(c.j, %L)', v_t.key_columns) end;
+        v_payload := case when cardinality(v_t.exclude_columns) = 0
+                          then 'certyo.strip_status(c.j, c.h, c.s, c.va, c.v)'
+                          else format('certyo.record_payload(c.j, %L)', v_t.exclude_columns) end;
+        if only_record is not null then
+            select ' where ' || m.predicate into v_filter from certyo.key_match(v_t.table_id, '$1') as m;
+            continue when v_filter is null;
+        end if;
+        return query execute format(
+            $q$
+            select %1$L::text, %2$s, c.v,
+                   case when c.v is null then 'never_anchored'
+                        when o.id is not null then 'pending'
+                        when r.id is null then %7$L
+                        when r.payload_digest is null then
+                            case r.anchor_status when 'anchored' then 'anchored' when 'submitted' then 'pending' else 'never_anchored' end
+                        when r.payload_digest <> d.digest then 'tampered'
+                        when r.anchor_status = 'anchored' then 'anchored'
+                        when r.anchor_status = 'submitted' then 'pending'
+                        else 'never_anchored' end,
+                   coalesce(r.anchor_status, case when o.id is not null then 'pending' end),
+                   r.record_hash, encode(r.payload_digest, 'hex'), encode(d.digest, 'hex'),
+                   case when c.v is null then 'never captured: existed before tracking, or written while capture was bypassed'
+                        when o.id is not null then case when o.parked_at is not null then 'captured, parked: ' || o.last_error
+                                                        else 'captured, waiting for delivery' end
+                        when r.id is null then 'this version was never captured (capture triggers bypassed or disabled)'
+                        when r.payload_digest is null then 'delivered before payload digests were kept: content not compared'
+                        when r.payload_digest <> d.digest then 'row differs from the version delivered to Certyo, and no change was captured'
+                        when r.anchor_status = 'submitted' then 'delivered, waiting for anchoring'
+                        when r.anchor_status <> 'anchored' then coalesce(r.anchor_status || ': ' || r.detail, r.anchor_status)
+                   end
+            from (select row_to_json(t) as j, t.certyo_record_version as v, t.certyo_record_hash as h,
+                         t.certyo_anchor_status as s, t.certyo_verified_at as va
+                  from %3$s t%4$s) as c
+            left join certyo.receipt r on r.id = c.v and r.table_id = %5$s
+            left join certyo.outbox o on o.id = c.v
+            cross join lateral (
+                select case when r.payload_digest is not null then sha256(convert_to((%6$s)::text, 'UTF8')) end as digest
+            ) as d
+            $q$,
+            format('%I.%I', v_t.schema_name, v_t.table_name), v_key, v_t.relid::regclass, v_filter, v_t.table_id,
+            v_payload,
+            case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end)
+        using only_record;
+    end loop;
+end
+$$;
+
+comment on function certyo.verify(regclass, text) is
+    'Tamper sweep: compare each current row with the version delivered to Certyo (anchored / pending / tampered / never_anchored).';
+
+-- certyo.flag_tampered(target, record_ids, versions): mark rows the sweep found
+-- tampered ('tampered' in certyo_anchor_status, kept until the row's next real
+-- change). Only rows still at the given version are marked. Returns how many.
+create or replace function certyo.flag_tampered(target regclass, record_ids text[], versions bigint[])
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select cardinality(certyo.write_status(
+        t.table_id, record_ids, versions,
+        array(select 'tampered'::text from unnest(versions)),
+        array(select null::text from unnest(versions)),
+        array(select null::timestamptz from unnest(versions))))
+    from certyo.tracked_table t
+    where t.relid = target and t.active
+$$;
+
+comment on function certyo.flag_tampered(regclass, text[], bigint[]) is
+    'Mark rows found tampered by certyo.verify (status ''tampered'' until their next real change).';
+
 -- sql/grants.sql
 -- Grants: applied last, every time. Nothing in certyo is executable or readable
 -- by PUBLIC except what every writer of a tracked table needs: schema USAGE and
@@ -1043,11 +1429,22 @@ grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
 
 grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
+grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[]),
-    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy()
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], bytea[]),
+    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy(),
+    certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb)
     to certyo_relay;
 
 -- Everyone who watches: the views.
 grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.status to certyo_reader, certyo_admin, certyo_relay;
+
+-- The tamper sweep and record history: run with the caller's own privileges on
+-- the tracked tables; they read receipts and which outbox changes exist (not
+-- their payloads).
+grant execute on function certyo.verify(regclass, text), certyo.record_history(regclass, text, boolean),
+    certyo.proof_json(bytea) to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.history, certyo.receipt, certyo.anchor to certyo_reader, certyo_admin, certyo_relay;
+grant select (id, table_id, op, record_id, changed_at, parked_at, last_error) on certyo.outbox
+    to certyo_reader, certyo_admin;

@@ -219,11 +219,13 @@ describe('relay', () => {
     const [mine] = await db.sql`select id from certyo.claim(${a}, 10, '-1 second')`; // lease already expired
     const [theirs] = await db.sql`select id from certyo.claim(${b}, 10, '60 seconds')`;
     assert.equal(theirs!.id, mine!.id);
-    const [lateAck] = await db.sql`select certyo.ack(${a}, ${[mine!.id]}::bigint[], '{h}', '{}', '{}') as n`;
+    const [lateAck] =
+      await db.sql`select certyo.ack(${a}, ${[mine!.id]}::bigint[], '{h}', '{}', '{}', '{}') as n`;
     assert.equal(lateAck!.n, 0);
     const [row] = await db.sql`select certyo_anchor_status as s from products`;
     assert.equal(row!.s, 'pending');
-    const [ack] = await db.sql`select certyo.ack(${b}, ${[mine!.id]}::bigint[], '{h}', '{}', '{}') as n`;
+    const [ack] =
+      await db.sql`select certyo.ack(${b}, ${[mine!.id]}::bigint[], '{h}', '{}', '{}', '{}') as n`;
     assert.equal(ack!.n, 1);
   });
 

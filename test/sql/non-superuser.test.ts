@@ -46,7 +46,8 @@ test('installed by a non-superuser: the table owner enables tracking and the rel
   const claimed = await installer`select id::text from certyo.claim(${token}, 10)`;
   assert.equal(claimed.length, 2);
   const ids = claimed.map((c) => c.id);
-  const [acked] = await installer`select certyo.ack(${token}, ${ids}::bigint[], '{h1,h2}', '{}', '{}') as n`;
+  const [acked] =
+    await installer`select certyo.ack(${token}, ${ids}::bigint[], '{h1,h2}', '{}', '{}', '{}') as n`;
   assert.equal(acked!.n, 2);
   const rows =
     await app`select id, certyo_anchor_status as s, certyo_record_hash as h from orders order by id`;

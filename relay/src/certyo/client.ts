@@ -24,6 +24,13 @@ export type Outcome =
   | { kind: 'fatal'; status: number; detail: string }
   | { kind: 'retry'; reason: string; retryAfterMs?: number };
 
+/** A verification call's answer: 'missing' is a 4xx other than 401/403 (404: unknown here). */
+export type Answer =
+  | { kind: 'ok'; body: unknown }
+  | { kind: 'missing'; status: number; detail: string }
+  | { kind: 'fatal'; status: number; detail: string }
+  | { kind: 'retry'; reason: string; retryAfterMs?: number };
+
 export interface CertyoClientOptions {
   baseUrl: string;
   apiKey: string;
@@ -82,6 +89,50 @@ export class CertyoClient {
     }
     const results = (parsed as { results?: unknown }).results;
     return { kind: 'accepted', results: Array.isArray(results) ? (results as RecordResult[]) : undefined };
+  }
+
+  /** GET or POST a JSON API call (verification): the parsed body, or why there is none. */
+  async call(method: 'GET' | 'POST', path: string, body?: string): Promise<Answer> {
+    let res: Awaited<ReturnType<typeof request>>;
+    try {
+      res = await request(`${this.opts.baseUrl}${path}`, {
+        method,
+        dispatcher: this.agent,
+        headers: {
+          accept: 'application/json',
+          'x-api-key': this.opts.apiKey,
+          ...(body !== undefined && { 'content-type': 'application/json' }),
+        },
+        ...(body !== undefined && { body }),
+        signal: AbortSignal.timeout(this.opts.timeoutMs),
+      });
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      return { kind: 'retry', reason: `${e.code ?? e.name}: ${e.message}` };
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      return { kind: 'retry', reason: `response body lost: ${(err as Error).message}` };
+    }
+    const status = res.statusCode;
+    if (status === 429 || status >= 500) {
+      const ra = status === 429 ? retryAfterMs(res.headers['retry-after']) : undefined;
+      return {
+        kind: 'retry',
+        reason: `${status} from Certyo`,
+        ...(ra !== undefined && { retryAfterMs: ra }),
+      };
+    }
+    if (status === 401 || status === 403 || (status >= 300 && status < 400))
+      return { kind: 'fatal', status, detail: text.slice(0, 500) };
+    if (status >= 400) return { kind: 'missing', status, detail: text.slice(0, 500) };
+    try {
+      return { kind: 'ok', body: JSON.parse(text) as unknown };
+    } catch {
+      return { kind: 'retry', reason: `${status} with a body that is not JSON` };
+    }
   }
 
   /** Abandons requests still in flight: a stopping relay has given their changes back. */

@@ -60,9 +60,17 @@ export interface AnchorFaults {
   anchorFail: boolean;
   /** New batches never anchor (stay Batched). */
   anchorNever: boolean;
+  /** Report Merkle roots that are not the roots of the batches' trees (a lying service). */
+  wrongRoot: boolean;
+  /** Report record hashes other than the ones returned at ingestion. */
+  wrongHash: boolean;
 }
 
+const forged = (hex: string) => sha256hex(`forged:${hex}`);
+
 export const recordHash = (payload: JsonObject) => sha256hex(canonical(payload));
+const collectionKey = (r: { tenantId: string; database: string; collection: string }) =>
+  `${r.tenantId}\u0000${r.database}\u0000${r.collection}`;
 const recordKey = (r: { tenantId: string; database: string; collection: string; recordId: string }) =>
   `${r.tenantId}\u0000${r.database}\u0000${r.collection}\u0000${r.recordId}`;
 
@@ -70,6 +78,8 @@ export class Ledger {
   readonly snapshots = new Map<string, Snapshot>();
   private readonly byRecord = new Map<string, Snapshot[]>();
   private readonly byHash = new Map<string, Snapshot[]>();
+  /** Per tenant, database and collection, in ingestion order (so ingestedAt ascends). */
+  private readonly byCollection = new Map<string, Snapshot[]>();
   private readonly idempotency = new Map<string, { result: IngestResult; at: number }>();
   private readonly batches = new Map<string, Batch>();
   private pending: Snapshot[] = [];
@@ -78,7 +88,7 @@ export class Ledger {
   private batchSeq = 0;
 
   constructor(
-    private readonly options: LedgerOptions,
+    readonly options: LedgerOptions,
     private readonly faults: AnchorFaults,
     private readonly onReplayMismatch: (key: string) => void = () => {},
   ) {}
@@ -116,6 +126,7 @@ export class Ledger {
     this.snapshots.set(snap.snapshotId, snap);
     push(this.byRecord, recordKey(snap), snap);
     push(this.byHash, `${snap.tenantId}\u0000${hash}`, snap);
+    push(this.byCollection, collectionKey(snap), snap);
     const result: IngestResult = {
       recordId: r.recordId,
       recordHash: hash,
@@ -170,6 +181,16 @@ export class Ledger {
     }
   }
 
+  /** Anchors every sealed batch still waiting (those held back by anchorNever included) now. */
+  anchorNow() {
+    const done = new Date().toISOString();
+    for (const b of this.batches.values()) {
+      if (b.anchoredAt !== null || b.snapshots[0]?.status !== 'Batched') continue;
+      b.anchoredAt = done;
+      for (const s of b.snapshots) Object.assign(s, { status: 'Anchored', updatedAt: done });
+    }
+  }
+
   forRecord(q: { tenantId: string; database: string; collection: string; recordId: string }): Snapshot[] {
     return this.byRecord.get(recordKey(q)) ?? [];
   }
@@ -178,10 +199,66 @@ export class Ledger {
     return this.byHash.get(`${tenantId}\u0000${hash}`) ?? [];
   }
 
+  /**
+   * One collection's snapshots ingested between from and to (ISO 8601,
+   * inclusive), oldest first: GET /records. Binary search, so a window costs
+   * what it returns, not what the ledger holds.
+   */
+  list(q: {
+    tenantId: string;
+    database: string;
+    collection: string;
+    from?: string;
+    to?: string;
+    offset: number;
+    limit: number;
+  }): { items: Snapshot[]; total: number } {
+    const all = this.byCollection.get(collectionKey(q)) ?? [];
+    const bound = (t: string | undefined, strict: boolean, dflt: number) => {
+      if (t === undefined) return dflt;
+      let lo = 0;
+      let hi = all.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        const at = all[mid]!.ingestedAt;
+        if (strict ? at <= t : at < t) lo = mid + 1;
+        else hi = mid;
+      }
+      return lo;
+    };
+    const start = bound(q.from, false, 0);
+    const end = bound(q.to, true, all.length);
+    return {
+      items: all.slice(start + q.offset, Math.min(end, start + q.offset + q.limit)),
+      total: Math.max(0, end - start),
+    };
+  }
+
+  /** A batch as GET /batches/{id} returns it [local]: state, anchor and every leaf in tree order. */
+  batchView(batchId: string, tenantId: string) {
+    const b = this.batches.get(batchId);
+    if (!b || !b.snapshots.some((s) => s.tenantId === tenantId)) return undefined;
+    const status = b.snapshots[0]!.status;
+    const anchored = status === 'Anchored';
+    return {
+      batchId: b.batchId,
+      status,
+      recordCount: b.snapshots.length,
+      merkleRoot: `0x${this.faults.wrongRoot ? forged(b.root) : b.root}`,
+      onChainConfirmed: anchored,
+      polygonTxHash: anchored ? b.polygonTxHash : null,
+      blockNumber: anchored ? b.blockNumber : null,
+      ipfsCid: b.ipfsCid,
+      anchoredAt: anchored ? b.anchoredAt : null,
+      recordHashes: b.levels[0]!.map((h) => h.toString('hex')),
+    };
+  }
+
   /** The public view of a snapshot, as GET /snapshots returns it. */
   view(s: Snapshot) {
     const batch = s.batchId ? this.batches.get(s.batchId) : undefined;
     const anchored = s.status === 'Anchored' && batch !== undefined;
+    const root = batch && (this.faults.wrongRoot ? forged(batch.root) : batch.root);
     return {
       snapshotId: s.snapshotId,
       recordId: s.recordId,
@@ -189,11 +266,11 @@ export class Ledger {
       collection: s.collection,
       status: s.status,
       onChainConfirmed: anchored,
-      onChainMerkleRoot: anchored ? `0x${batch.root}` : null,
+      onChainMerkleRoot: anchored ? `0x${root}` : null,
       ingestedAt: s.ingestedAt,
       updatedAt: s.updatedAt,
       batchId: s.batchId,
-      recordHash: s.recordHash,
+      recordHash: this.faults.wrongHash ? forged(s.recordHash) : s.recordHash,
       recordVersion: s.recordVersion,
       operationType: s.operationType,
       polygonTxHash: anchored ? batch.polygonTxHash : null,
@@ -241,7 +318,7 @@ export class Ledger {
       reasonCategory: 'verified_anchored',
       snapshotHash: s.recordHash,
       anchoredOnChain: true,
-      merkleRoot: `0x${batch.root}`,
+      merkleRoot: `0x${this.faults.wrongRoot ? forged(batch.root) : batch.root}`,
       merkleProof: proof,
       polygonTxHash: batch.polygonTxHash,
       blockNumber: batch.blockNumber,

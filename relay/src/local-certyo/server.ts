@@ -24,6 +24,10 @@ export interface Faults {
   rejectValue: string | null;
   anchorFail: boolean;
   anchorNever: boolean;
+  wrongRoot: boolean;
+  wrongHash: boolean;
+  /** Answer GET /batches/{id} with 404, as a service without that [local] endpoint would. */
+  noBatchApi: boolean;
 }
 
 export const NO_FAULTS: Faults = {
@@ -37,6 +41,9 @@ export const NO_FAULTS: Faults = {
   rejectValue: null,
   anchorFail: false,
   anchorNever: false,
+  wrongRoot: false,
+  wrongHash: false,
+  noBatchApi: false,
 };
 
 export interface LoggedRequest {
@@ -267,14 +274,27 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       return ingestBulk(tenant, await tenantBody(req, tenant), entry);
     if (m === 'GET' && p === '/api/v1/records') {
       sameTenant(tenant, q('tenantId'));
-      const limit = Math.min(Number(q('limit') ?? 100), 1000);
-      const offset = Number(q('offset') ?? 0);
+      const limit = Math.max(0, Math.min(Number(q('limit') ?? 100) || 0, 1000));
+      const offset = Math.max(0, Number(q('offset') ?? 0) || 0);
+      const [database, collection, recordId] = [q('database'), q('collection'), q('recordId')];
+      if (database && collection && !recordId) {
+        const page = ledger.list({
+          tenantId: tenant,
+          database,
+          collection,
+          from: q('from'),
+          to: q('to'),
+          offset,
+          limit,
+        });
+        return [200, { items: page.items.map((s) => ledger.view(s)), total: page.total }];
+      }
       const items = [...ledger.snapshots.values()].filter(
         (s) =>
           s.tenantId === tenant &&
-          (!q('database') || s.database === q('database')) &&
-          (!q('collection') || s.collection === q('collection')) &&
-          (!q('recordId') || s.recordId === q('recordId')) &&
+          (!database || s.database === database) &&
+          (!collection || s.collection === collection) &&
+          (!recordId || s.recordId === recordId) &&
           (!q('from') || s.ingestedAt >= String(q('from'))) &&
           (!q('to') || s.ingestedAt <= String(q('to'))),
       );
@@ -282,6 +302,12 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
         200,
         { items: items.slice(offset, offset + limit).map((s) => ledger.view(s)), total: items.length },
       ];
+    }
+    const batch = /^\/api\/v1\/batches\/([^/]+)$/.exec(p);
+    if (m === 'GET' && batch) {
+      const view = faults.noBatchApi ? undefined : ledger.batchView(decodeURIComponent(batch[1]!), tenant);
+      if (!view) throw new HttpError(404, 'Not Found', `no batch ${batch[1]}`);
+      return [200, view];
     }
     if (m === 'GET' && p === '/api/v1/snapshots') {
       sameTenant(tenant, q('tenantId'));

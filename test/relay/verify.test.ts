@@ -1,0 +1,295 @@
+// Verification and write-back: rows go pending -> submitted -> anchored with
+// Certyo's hash and a proof we walked ourselves; failures end in visible
+// states without loops; a lying service is caught; write-back never costs a
+// user transaction an update or a deadlock.
+import assert from 'node:assert/strict';
+import { Writable } from 'node:stream';
+import { after, afterEach, before, describe, test } from 'node:test';
+import postgres from 'postgres';
+import { CertyoClient } from '../../relay/src/certyo/client.js';
+import { walkProof } from '../../relay/src/certyo/merkle.js';
+import { loadConfig } from '../../relay/src/config.js';
+import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
+import { createLogger } from '../../relay/src/log.js';
+import { Relay } from '../../relay/src/relay.js';
+import { freshDatabase, type TestDb } from '../harness/db.js';
+
+const KEY = 'certyo_sk_test_verify_0123456789abcdef';
+let db: TestDb;
+let api: LocalCertyo;
+let logLines: string[] = [];
+const running: Array<{ relay: Relay; close: () => Promise<void> }> = [];
+
+async function startRelay(env: Record<string, string> = {}) {
+  const cfg = loadConfig({
+    CERTYO_API_KEY: KEY,
+    CERTYO_TENANT_ID: 'acme',
+    CERTYO_BASE_URL: api.url,
+    CERTYO_BACKOFF_BASE_MS: '5',
+    CERTYO_BACKOFF_MAX_MS: '200',
+    CERTYO_POLL_INTERVAL_MS: '50',
+    CERTYO_VERIFY_DELAY_MS: '0',
+    CERTYO_VERIFY_INTERVAL_MS: '20',
+    CERTYO_VERIFY_ATTEMPTS: '5',
+    CERTYO_VERIFY_RECHECK_MS: '3600000',
+    ...env,
+  });
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      logLines.push(String(chunk));
+      if (process.env.CERTYO_TEST_LOG) process.stderr.write(chunk);
+      cb();
+    },
+  });
+  const sql = postgres(db.url, { max: cfg.concurrency + 2, onnotice: () => {} });
+  const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
+  const relay = new Relay(cfg, sql, client, createLogger('debug', [cfg.apiKey], sink));
+  await relay.start();
+  const entry = {
+    relay,
+    close: async () => {
+      await relay.stop();
+      await client.close();
+      await sql.end();
+    },
+  };
+  running.push(entry);
+  return entry;
+}
+
+/** Waits until the query returns a row whose n is true (polling the database, not the clock). */
+async function until(check: () => Promise<boolean>) {
+  while (!(await check())) await new Promise((r) => setTimeout(r, 20));
+}
+
+const unsettled = async () => {
+  const [r] = await db.sql`
+    select (select count(*) from certyo.outbox)::int + (select count(*) from certyo.receipt
+      where anchor_status = 'submitted' or (next_check_at is not null and anchor_status <> 'anchor_failed'))::int as n`;
+  return r!.n as number;
+};
+
+before(async () => {
+  db = await freshDatabase();
+  await db.sql`create table items (id int primary key, name text not null, qty int not null default 0, note json)`;
+  await db.sql`select certyo.enable_tracking('items')`;
+  api = await startLocalCertyo({ keys: { [KEY]: 'acme' }, flushRecords: 1000, flushMs: 20, anchorMs: 30 });
+});
+afterEach(async () => {
+  for (const r of running.splice(0)) await r.close();
+  Object.assign(api.faults, NO_FAULTS);
+  await db.sql`delete from items`;
+  await db.sql`delete from certyo.outbox`;
+  await db.sql`delete from certyo.receipt`;
+  api.requests.length = 0;
+  logLines = [];
+});
+after(async () => {
+  await api.close();
+  await db.close();
+});
+
+describe('verification', () => {
+  test('rows go pending -> submitted -> anchored with Certyo hash, time and a proof that walks to the root', async () => {
+    api.ledger.options.anchorMs = 400; // long enough to see 'submitted' first
+    try {
+      await db.sql`insert into items select g, 'item ' || g from generate_series(1, 2500) g`;
+      const [before] =
+        await db.sql`select count(*) filter (where certyo_anchor_status = 'pending')::int as n from items`;
+      assert.equal(before!.n, 2500);
+      const r = await startRelay();
+      await until(async () => {
+        const [x] =
+          await db.sql`select count(*)::int as n from items where certyo_anchor_status = 'submitted'`;
+        return x!.n > 0;
+      });
+      await until(async () => (await unsettled()) === 0);
+      const rows = await db.sql`
+        select id, certyo_anchor_status as s, certyo_record_hash as h, certyo_verified_at as va,
+               certyo_record_version::text as v
+        from items order by id`;
+      assert.equal(rows.filter((x) => x.s === 'anchored').length, 2500);
+      const snaps = new Map(
+        [...api.ledger.snapshots.values()].map((s) => [`${s.recordId}/${s.recordVersion}`, s]),
+      );
+      for (const row of rows) {
+        assert.equal(row.h, snaps.get(`${row.id}/${row.v}`)?.recordHash, `row ${row.id}: Certyo's hash`);
+        assert.ok(row.va instanceof Date, `row ${row.id}: verified_at set`);
+      }
+      // The proof kept in the receipt walks from the hash to the root kept with it, which is the batch's.
+      const hist = await db.sql`select * from certyo.record_history('items', '17')`;
+      assert.equal(hist.length, 1);
+      const h = hist[0]!;
+      assert.equal(h.anchor_status, 'anchored');
+      assert.equal(walkProof(h.record_hash, h.merkle_proof), h.merkle_root);
+      const view = api.ledger.view(snaps.get(`17/${h.version}`)!);
+      assert.equal(`0x${h.merkle_root}`, view.onChainMerkleRoot);
+      assert.equal(h.polygon_tx_hash, view.polygonTxHash);
+      assert.equal(Number(h.block_number), view.blockNumber);
+      assert.ok(h.anchored_at instanceof Date);
+      // Far fewer requests than records: listing pages and one batch fetch per batch.
+      const verifyRequests = r.relay.verifier!.metrics.requests;
+      assert.ok(
+        verifyRequests > 0 && verifyRequests <= 40,
+        `${verifyRequests} verification requests for 2500 records`,
+      );
+      // Write-back produced no change records.
+      const [left] = await db.sql`select count(*)::int as n from certyo.outbox`;
+      assert.equal(left!.n, 0);
+    } finally {
+      api.ledger.options.anchorMs = 30;
+    }
+  });
+
+  test('a row updated between submit and anchor ends with the newer version status; the older keeps its proof', async () => {
+    api.faults.anchorNever = true; // the first version's batch waits until we say so
+    await db.sql`insert into items values (1, 'first')`;
+    await startRelay();
+    await until(async () => {
+      const [x] = await db.sql`select certyo_anchor_status as s from items where id = 1`;
+      return x!.s === 'submitted';
+    });
+    const [v1] = await db.sql`select certyo_record_version::text as v from items where id = 1`;
+    api.faults.anchorNever = false;
+    await db.sql`update items set name = 'second' where id = 1`;
+    const [v2] = await db.sql`select certyo_record_version::text as v from items where id = 1`;
+    // Now anchor the old batch: its write-back must not touch the newer version.
+    await until(async () => (await db.sql`select 1 from certyo.receipt where id = ${v2!.v}`).length > 0);
+    api.ledger.anchorNow();
+    await until(async () => {
+      const rs = await db.sql`select anchor_status from certyo.receipt where anchor_status = 'anchored'`;
+      return rs.length === 2;
+    });
+    const [row] =
+      await db.sql`select certyo_anchor_status as s, certyo_record_hash as h, certyo_record_version::text as v from items where id = 1`;
+    assert.equal(row!.v, v2!.v);
+    assert.equal(row!.s, 'anchored');
+    const snap2 = [...api.ledger.snapshots.values()].find((s) => s.recordVersion === v2!.v)!;
+    assert.equal(row!.h, snap2.recordHash, 'the row carries the newer version hash');
+    const hist = await db.sql`select version::text from certyo.record_history('items', '1')`;
+    assert.deepEqual(
+      hist.map((x) => x.version),
+      [v2!.v, v1!.v],
+      'both versions anchored, newest first',
+    );
+  });
+
+  test('anchoring that fails or never completes ends in anchor_failed after bounded checks, not a loop', async () => {
+    for (const fault of ['anchorFail', 'anchorNever'] as const) {
+      api.faults[fault] = true;
+      await db.sql`insert into items select g, 'x' from generate_series(1, 20) g`;
+      const r = await startRelay();
+      await until(async () => {
+        const [x] =
+          await db.sql`select count(*)::int as n from items where certyo_anchor_status = 'anchor_failed'`;
+        return x!.n === 20;
+      });
+      const receipts = await db.sql`
+        select checks, extract(epoch from next_check_at - now())::float8 as wait, detail from certyo.receipt`;
+      for (const rc of receipts) {
+        assert.ok(rc.checks <= 5, `${fault}: ${rc.checks} checks (at most CERTYO_VERIFY_ATTEMPTS)`);
+        assert.ok(
+          rc.wait > 3000,
+          `${fault}: re-checked only after CERTYO_VERIFY_RECHECK_MS, got ${rc.wait} s`,
+        );
+      }
+      assert.ok(r.relay.verifier!.metrics.anchorFailed >= 20);
+      for (const x of running.splice(0)) await x.close();
+      api.faults[fault] = false;
+      await db.sql`delete from items`;
+      await db.sql`delete from certyo.outbox`;
+      await db.sql`delete from certyo.receipt`;
+    }
+  });
+
+  test('a root or a hash that Certyo misreports is caught as mismatch, logged and counted', async () => {
+    for (const fault of ['wrongRoot', 'wrongHash'] as const) {
+      api.faults[fault] = true;
+      await db.sql`insert into items select g, 'x' from generate_series(1, 10) g`;
+      const r = await startRelay();
+      await until(async () => {
+        const [x] =
+          await db.sql`select count(*)::int as n from items where certyo_anchor_status = 'mismatch'`;
+        return x!.n === 10;
+      });
+      const [rc] = await db.sql`select detail from certyo.receipt limit 1`;
+      assert.match(
+        rc!.detail,
+        fault === 'wrongRoot' ? /walks to [0-9a-f]{64}, but Certyo reports root/ : /reports record hash/,
+      );
+      assert.equal(r.relay.verifier!.metrics.mismatches, 10);
+      assert.ok(logLines.some((l) => l.includes('"level":50') && l.includes('verification mismatch')));
+      for (const x of running.splice(0)) await x.close();
+      api.faults[fault] = false;
+      await db.sql`delete from items`;
+      await db.sql`delete from certyo.outbox`;
+      await db.sql`delete from certyo.receipt`;
+      logLines = [];
+    }
+  });
+
+  test('without the batch endpoint, proofs come from /verify/payload and still walk', async () => {
+    api.faults.noBatchApi = true;
+    await db.sql`insert into items select g, 'x' from generate_series(1, 30) g`;
+    await startRelay();
+    await until(async () => (await unsettled()) === 0);
+    const [x] = await db.sql`select count(*)::int as n from items where certyo_anchor_status = 'anchored'`;
+    assert.equal(x!.n, 30);
+    assert.ok(api.requests.some((q) => q.path === '/api/v1/verify/payload'));
+    const hist = await db.sql`select * from certyo.history`;
+    for (const h of hist) assert.equal(walkProof(h.record_hash, h.merkle_proof), h.merkle_root);
+  });
+
+  test('write-back under concurrent user updates: no lost update, no deadlock, newest version wins', async () => {
+    await db.sql`insert into items select g, 'x' from generate_series(1, 200) g`;
+    api.ledger.options.anchorMs = 5;
+    await startRelay({ CERTYO_CONCURRENCY: '2' });
+    const users = Array.from({ length: 4 }, () => postgres(db.url, { max: 1, onnotice: () => {} }));
+    const perUser = 150;
+    try {
+      await Promise.all(
+        users.map(async (u, n) => {
+          for (let i = 0; i < perUser; i++) {
+            // Several rows per transaction, locked in id order (users never deadlock each other,
+            // so a deadlock could only come from the write-back).
+            const ids = Array.from({ length: 5 }, (_, k) => 1 + ((i * 7 + k * 13 + n * 31) % 200)).sort(
+              (a, b) => a - b,
+            );
+            await u.begin(async (tx) => {
+              for (const id of ids) await tx`update items set qty = qty + 1 where id = ${id}`;
+            });
+          }
+        }),
+      );
+    } finally {
+      await Promise.all(users.map((u) => u.end()));
+    }
+    const [sum] = await db.sql`select sum(qty)::int as n from items`;
+    assert.equal(sum!.n, 4 * perUser * 5, 'every user increment is there');
+    await until(async () => (await unsettled()) === 0);
+    const bad = await db.sql`
+      select i.id, i.certyo_anchor_status, r.anchor_status, r.next_check_at, r.checks, r.detail, i.certyo_record_hash = r.record_hash as same
+      from items i
+      left join certyo.receipt r on r.id = i.certyo_record_version
+      where i.certyo_anchor_status <> 'anchored' or r.anchor_status is distinct from 'anchored'
+        or i.certyo_record_hash is distinct from r.record_hash`;
+    assert.deepEqual([...bad], [], 'every row shows its own (newest) version anchored');
+    api.ledger.options.anchorMs = 30;
+  });
+
+  test('settle is fenced by the lease: another token settles nothing', async () => {
+    await db.sql`insert into items values (5, 'x')`;
+    await startRelay({ CERTYO_VERIFY: 'off' });
+    await until(async () => (await db.sql`select 1 from certyo.receipt`).length === 1);
+    const [rc] = await db.sql`select id::text from certyo.receipt`;
+    const [claimed] =
+      await db.sql`select count(*)::int as n from certyo.claim_verification(gen_random_uuid(), 10, '60 s', '0 s')`;
+    assert.equal(claimed!.n, 1);
+    const forged = [{ id: rc!.id, status: 'anchored', checked: true, next_check_ms: null }];
+    const [n] =
+      await db.sql`select certyo.settle_verification(gen_random_uuid(), ${db.sql.json(forged)}) as n`;
+    assert.equal(n!.n, 0);
+    const [row] = await db.sql`select certyo_anchor_status as s from items where id = 5`;
+    assert.equal(row!.s, 'submitted');
+  });
+});
