@@ -19,7 +19,7 @@ grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
 grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], bytea[]),
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy(),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb)
     to certyo_relay;

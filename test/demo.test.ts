@@ -12,16 +12,18 @@ const run = promisify(execFile);
 const bin = `${paths.root}bin/certyo-pg.js`;
 
 function summary(stdout: string) {
-  const m = /^summary: captured=(\d+) submitted=(\d+) anchored=(\d+) parked=(\d+) database=(\w+)$/m.exec(
-    stdout,
-  );
+  const m =
+    /^summary: captured=(\d+) submitted=(\d+) anchored=(\d+) parked=(\d+) tampered=(\d+) database=(\w+)$/m.exec(
+      stdout,
+    );
   assert.ok(m, `no summary line in:\n${stdout}`);
   return {
     captured: Number(m[1]),
     submitted: Number(m[2]),
     anchored: Number(m[3]),
     parked: Number(m[4]),
-    database: m[5]!,
+    tampered: Number(m[5]),
+    database: m[6]!,
   };
 }
 
@@ -30,7 +32,7 @@ test('demo with DATABASE_URL: summary numbers match the database', async () => {
     env: { ...process.env, DATABASE_URL: adminUrl() },
   });
   const s = summary(stdout);
-  assert.deepEqual([s.captured, s.submitted, s.anchored, s.parked], [560, 560, 560, 0]);
+  assert.deepEqual([s.captured, s.submitted, s.anchored, s.parked, s.tampered], [560, 560, 560, 0, 1]);
   assert.match(stdout, /\(match\)/);
   assert.doesNotMatch(stdout, /^progress: .*\r/m);
   const sql = postgres(withDatabase(adminUrl(), s.database), { max: 1, onnotice: () => {} });
@@ -38,9 +40,18 @@ test('demo with DATABASE_URL: summary numbers match the database', async () => {
     const [db] = await sql`
       select (select count(*) from certyo.receipt)::int as receipts, (select count(*) from certyo.outbox)::int as outbox,
              (select count(*) from products)::int as products,
-             (select count(*) from products where certyo_anchor_status = 'submitted')::int as submitted_rows,
+             (select count(*) from products where certyo_anchor_status = 'anchored'
+                                               and certyo_verified_at is not null)::int as anchored_rows,
+             (select array_agg(id)::text from products where certyo_anchor_status = 'tampered') as tampered_rows,
              (select count(*) from products where sku = 'SKU-GHOST')::int as ghost`;
-    assert.deepEqual(db, { receipts: s.submitted, outbox: 0, products: 390, submitted_rows: 390, ghost: 0 });
+    assert.deepEqual(db, {
+      receipts: s.submitted,
+      outbox: 0,
+      products: 390,
+      anchored_rows: 389,
+      tampered_rows: '{42}',
+      ghost: 0,
+    });
   } finally {
     await sql.end();
     const root = postgres(adminUrl(), { max: 1, onnotice: () => {} });
@@ -55,5 +66,5 @@ test('demo on an embedded PostgreSQL exits 0 with a full summary', async () => {
   const { stdout } = await run(process.execPath, [bin, 'demo'], { env });
   assert.match(stdout, /starting an embedded PostgreSQL/);
   const s = summary(stdout);
-  assert.deepEqual([s.captured, s.submitted, s.anchored, s.parked], [560, 560, 560, 0]);
+  assert.deepEqual([s.captured, s.submitted, s.anchored, s.parked, s.tampered], [560, 560, 560, 0, 1]);
 });

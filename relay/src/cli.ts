@@ -6,6 +6,7 @@ import { migrate, psqlBundle } from './install.js';
 import { localCertyoCommand } from './local-certyo/command.js';
 import { relayCommand } from './relay-command.js';
 import { statusCommand } from './status.js';
+import { verifyCommand } from './verify-command.js';
 
 const USAGE = `certyo-pg <command> [options]
 
@@ -15,6 +16,7 @@ Commands:
   migrate        apply the migrations and the sql/ install to DATABASE_URL
   sql            print the whole install as one plain-SQL script for psql
   status         backlog, lag, parked and delivered changes per table (--json; exit 1 needs attention)
+  verify         tamper sweep: compare every row with what Certyo anchored (--json; exit 1 on tampering)
   relay          run the relay sidecar until SIGTERM/SIGINT (configuration: README)
   local-certyo   run the local Certyo-compatible server (--help for options)
   help           show this text
@@ -43,6 +45,7 @@ const commands: Record<string, Command> = {
   'local-certyo': localCertyoCommand,
   relay: relayCommand,
   status: statusCommand,
+  verify: verifyCommand,
   demo: demoCommand,
   async help() {
     console.log(USAGE);

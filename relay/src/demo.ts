@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import postgres, { type Sql } from 'postgres';
 import { CertyoClient } from './certyo/client.js';
-import { walkProof } from './certyo/merkle.js';
+import { type ProofStep, walkProof } from './certyo/merkle.js';
 import { loadConfig } from './config.js';
 import { type Server, startEmbedded } from './embedded.js';
 import { migrate } from './install.js';
@@ -36,18 +36,15 @@ interface Counts {
   lagSeconds: number;
 }
 
-async function counts(sql: Sql, anchored: () => number): Promise<Counts> {
+async function counts(sql: Sql): Promise<Counts> {
   const [c] = await sql`
     select (select count(*) from certyo.outbox)::int + (select count(*) from certyo.receipt)::int as captured,
            (select count(*) from certyo.receipt)::int as submitted,
+           (select count(*) from certyo.receipt where anchor_status = 'anchored')::int as anchored,
            (select count(*) from certyo.outbox where parked_at is null)::int as pending,
            (select count(*) from certyo.outbox where parked_at is not null)::int as parked,
            coalesce(extract(epoch from now() - (select min(changed_at) from certyo.outbox where parked_at is null)), 0)::float8 as lag`;
-  return {
-    ...(c as Omit<Counts, 'anchored' | 'lagSeconds'>),
-    lagSeconds: c!.lag as number,
-    anchored: anchored(),
-  };
+  return { ...(c as Omit<Counts, 'lagSeconds'>), lagSeconds: c!.lag as number };
 }
 
 /** Live progress: one rewritten line on a terminal, plain lines once a second otherwise (CI logs). */
@@ -119,10 +116,11 @@ export async function demoCommand(args: string[], env = process.env): Promise<nu
     CERTYO_TENANT_ID: 'demo-tenant',
     CERTYO_BASE_URL: certyo.url,
     CERTYO_BATCH_SIZE: '200',
+    CERTYO_VERIFY_DELAY_MS: '0',
+    CERTYO_VERIFY_INTERVAL_MS: '100',
   });
   const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey, timeoutMs: cfg.httpTimeoutMs });
   const relay = new Relay(cfg, sql, client, createLogger('warn', [apiKey], process.stderr));
-  const anchored = () => [...certyo.ledger.snapshots.values()].filter((s) => s.status === 'Anchored').length;
   try {
     say(`database ${dbName}: applying migrations, creating a tracked products table`);
     await migrate(sql, url.toString());
@@ -130,13 +128,13 @@ export async function demoCommand(args: string[], env = process.env): Promise<nu
     say(`local Certyo at ${certyo.url} (batches every 300 ms, anchored 500 ms later); relay started`);
     await relay.start();
     const show = progress(out);
-    const ticker = setInterval(() => void counts(sql, anchored).then((c) => show(c)), 200);
+    const ticker = setInterval(() => void counts(sql).then((c) => show(c)), 200);
     const t0 = performance.now();
     await workload(sql);
-    let c = await counts(sql, anchored);
+    let c = await counts(sql);
     while (c.pending > 0 || c.anchored < c.submitted) {
       await new Promise((r) => setTimeout(r, 100));
-      c = await counts(sql, anchored);
+      c = await counts(sql);
     }
     clearInterval(ticker);
     show(c, true);
@@ -148,9 +146,10 @@ export async function demoCommand(args: string[], env = process.env): Promise<nu
     say(
       `  ${by.I ?? 0} inserts (300 in one statement), ${by.U ?? 0} updates, ${by.D ?? 0} deletes; the rolled-back insert is not among them\n`,
     );
-    await summary(sql, certyo.url, apiKey, say);
+    await summary(sql, say);
+    const tampered = await tamper(sql, say);
     say(
-      `summary: captured=${c.captured} submitted=${c.submitted} anchored=${c.anchored} parked=${c.parked} database=${dbName}`,
+      `summary: captured=${c.captured} submitted=${c.submitted} anchored=${c.anchored} parked=${c.parked} tampered=${tampered} database=${dbName}`,
     );
     if (values.follow) {
       say(
@@ -173,35 +172,52 @@ export async function demoCommand(args: string[], env = process.env): Promise<nu
   }
 }
 
-async function summary(sql: Sql, certyoUrl: string, apiKey: string, say: (s: string) => void) {
+async function summary(sql: Sql, say: (s: string) => void) {
   const rows = await sql`
-    select id, sku, price, certyo_anchor_status as status, left(certyo_record_hash, 16) || '...' as record_hash
+    select id, sku, price, certyo_anchor_status, left(certyo_record_hash, 16) || '...' as certyo_record_hash,
+           to_char(certyo_verified_at, 'HH24:MI:SS.MS') as certyo_verified_at
     from products order by id limit 5`;
-  say('select id, sku, price, certyo_anchor_status, certyo_record_hash from products order by id limit 5;');
+  say(
+    'select id, sku, price, certyo_anchor_status, certyo_record_hash, certyo_verified_at from products order by id limit 5;',
+  );
   say(table(rows as unknown as Record<string, unknown>[]));
+  const [h] = await sql`
+    select version, record_hash, merkle_root, merkle_proof, polygon_tx_hash, block_number
+    from certyo.record_history('products', '1') limit 1`;
+  const walked = walkProof(h!.record_hash as string, h!.merkle_proof as ProofStep[]);
+  say(`\nproof for products id=1 (select * from certyo.record_history('products', '1')):`);
+  say(`  record hash ${h!.record_hash}, version ${h!.version}`);
+  say(`  ${(h!.merkle_proof as ProofStep[]).length} Merkle steps walked here -> 0x${walked}`);
   say(
-    "(rows say 'submitted': Certyo accepted that version. Writing 'anchored' back into rows is not built yet.)",
+    `  Certyo's root                        -> 0x${h!.merkle_root} ${walked === h!.merkle_root ? '(match)' : '(MISMATCH)'}`,
   );
-  const [one] = await sql`select id, certyo_record_hash as h from products where id = 1`;
-  const res = await fetch(`${certyoUrl}/api/v1/verify/payload`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-api-key': apiKey },
-    body: JSON.stringify({ tenantId: 'demo-tenant', recordHash: one!.h }),
-  });
-  const v = (await res.json()) as {
-    verified: boolean;
-    merkleRoot: string;
-    merkleProof: Array<{ position: 'left' | 'right'; hash: string }>;
-    polygonTxHash: string;
-    blockNumber: number;
-  };
-  const walked = `0x${walkProof(one!.h as string, v.merkleProof)}`;
-  say(`\nproof for products id=1: hash ${one!.h}`);
-  say(`  ${v.merkleProof.length} Merkle steps walked here -> ${walked}`);
+  say(`  anchored in Polygon tx ${String(h!.polygon_tx_hash).slice(0, 18)}... block ${h!.block_number}\n`);
+}
+
+/** Edits a row behind capture's back (as a superuser can), then runs the tamper sweep. */
+async function tamper(sql: Sql, say: (s: string) => void): Promise<number> {
+  say('tampering: update products set price = 0.01 where id = 42, with session_replication_role = replica');
+  try {
+    await sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      await tx`update products set price = 0.01 where id = 42`;
+    });
+  } catch (err) {
+    say(`  (skipped: ${(err as Error).message}; it needs a superuser)\n`);
+    return 0;
+  }
+  const found = await sql`
+    select record_id, version, verdict, left(anchored_digest, 16) || '...' as anchored_digest,
+           left(current_digest, 16) || '...' as current_digest
+    from certyo.verify('products') where verdict = 'tampered'`;
+  await sql`select certyo.flag_tampered('products', ${found.map((r) => r.record_id)}::text[],
+                                         ${found.map((r) => r.version)}::bigint[])`;
   say(
-    `  Certyo's root                        -> ${v.merkleRoot} ${walked === v.merkleRoot ? '(match)' : '(MISMATCH)'}`,
+    "select record_id, version, verdict, anchored_digest, current_digest from certyo.verify('products') where verdict = 'tampered';",
   );
-  say(`  anchored in Polygon tx ${v.polygonTxHash.slice(0, 18)}... block ${v.blockNumber}\n`);
+  say(table(found as unknown as Record<string, unknown>[]));
+  say('(certyo-pg verify does the same from the shell, flags the row and exits 1)\n');
+  return found.length;
 }
 
 function table(rows: Record<string, unknown>[]): string {
@@ -214,6 +230,6 @@ function table(rows: Record<string, unknown>[]): string {
     line(cols),
     `-${width.map((w) => '-'.repeat(w)).join('-+-')}-`,
     ...cells.map(line),
-    `(${rows.length} rows)`,
+    `(${rows.length} row${rows.length === 1 ? '' : 's'})`,
   ].join('\n');
 }

@@ -289,13 +289,13 @@ export class Relay {
       hashes.push(r?.recordHash?.replace(/^sha256:/, '') ?? null);
       acceptedAt.push(r?.acceptedAt ?? null);
       snapshots.push(r?.snapshotId ?? null);
-      digests.push(`\\x${hash('sha256', c.record, 'hex')}`);
+      digests.push(hash('sha256', c.record, 'hex'));
     });
     if (acked.length > 0) {
       const [row] = await this.retryDb(
         () => this.sql<{ n: number }[]>`
           select certyo.ack(${this.token}, ${acked.map((c) => c.id)}::bigint[], ${hashes}::text[],
-                            ${acceptedAt}::timestamptz[], ${snapshots}::text[], ${digests}::bytea[]) as n`,
+                            ${acceptedAt}::timestamptz[], ${snapshots}::text[], ${digests}::text[]) as n`,
       );
       const acknowledged = row?.n ?? 0;
       this.metrics.delivered += acknowledged;

@@ -854,14 +854,14 @@ comment on function certyo.claim(uuid, integer, interval, bigint) is
 -- sql/ack.sql
 -- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids, payload_digests):
 -- the changes were accepted by Certyo (payload_digests: SHA-256 of each
--- recordPayload text as sent, kept for the tamper sweep). Only the holder of their lease can
+-- recordPayload text as sent, in hex, kept for the tamper sweep). Only the holder of their lease can
 -- acknowledge (a relay whose lease was taken over acknowledges nothing). Moves
 -- them from the outbox to certyo.receipt and marks each row 'submitted' if it
 -- is still at that version. Returns the number acknowledged.
 drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[]);
 create or replace function certyo.ack(
     relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[],
-    payload_digests bytea[]
+    payload_digests text[]
 )
 returns integer
 language plpgsql
@@ -886,7 +886,7 @@ begin
     ),
     kept as (
         insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id, payload_digest)
-        select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, d.g from done d
+        select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex') from done d
         on conflict (id) do nothing
     )
     select count(*),
@@ -910,7 +910,7 @@ begin
 end
 $$;
 
-comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], bytea[]) is
+comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]) is
     'Relay: acknowledge delivered changes (fenced by the lease), keep receipts, mark rows submitted.';
 
 -- sql/relay_ops.sql
@@ -1432,7 +1432,7 @@ grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
 grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], bytea[]),
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy(),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb)
     to certyo_relay;

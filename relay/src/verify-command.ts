@@ -1,0 +1,151 @@
+// `certyo-pg verify [table] [--record ID] [--json] [--no-flag]`: the tamper
+// sweep. Runs certyo.verify() (SQL: it recomputes each row's payload as
+// capture does and compares it with what was delivered and anchored), reports
+// per table and lists every tampered row with its evidence, flags those rows
+// 'tampered' (certyo.flag_tampered, needs certyo_admin) and exits 1 when
+// anything was tampered with.
+import { parseArgs } from 'node:util';
+import { connect } from './db.js';
+
+const VERDICTS = ['anchored', 'pending', 'tampered', 'never_anchored'] as const;
+type Verdict = (typeof VERDICTS)[number];
+
+interface Row {
+  table_name: string;
+  record_id: string | null;
+  version: string | null;
+  verdict: Verdict;
+  anchor_status: string | null;
+  record_hash: string | null;
+  anchored_digest: string | null;
+  current_digest: string | null;
+  detail: string | null;
+}
+
+export const VERIFY_USAGE = `certyo-pg verify [table] [--record ID] [--json] [--no-flag]
+
+Checks every current row of one tracked table (or all) against the version
+delivered to and anchored by Certyo:
+  anchored        unchanged since it was anchored
+  pending         changed, change captured: waiting for delivery or anchoring
+  tampered        changed WITHOUT a captured change (capture was bypassed)
+  never_anchored  never captured (existed before tracking) or anchoring failed
+Tampered rows are listed with the evidence and marked 'tampered' in
+certyo_anchor_status (--no-flag: report only). Exit 1 when tampering is found.`;
+
+export async function verifyCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      record: { type: 'string' },
+      json: { type: 'boolean', default: false },
+      'no-flag': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  if (values.help) {
+    console.log(VERIFY_USAGE);
+    return 0;
+  }
+  if (positionals.length > 1 || (values.record !== undefined && positionals.length === 0)) {
+    console.error(`certyo-pg verify: give at most one table, and a table with --record\n\n${VERIFY_USAGE}`);
+    return 2;
+  }
+  const table = positionals[0] ?? null;
+  const sql = connect(process.env.DATABASE_URL, { max: 1, onnotice: () => {} });
+  try {
+    const t0 = performance.now();
+    const counts = new Map<string, Record<Verdict, number>>();
+    const tampered: Row[] = [];
+    const cursor = sql<Row[]>`
+      select table_name, record_id, version::text, verdict, anchor_status, record_hash,
+             anchored_digest, current_digest, detail
+      from certyo.verify(${table}::regclass, ${values.record ?? null}::text)`.cursor(5000);
+    for await (const rows of cursor) {
+      for (const r of rows) {
+        let c = counts.get(r.table_name);
+        if (!c) {
+          c = { anchored: 0, pending: 0, tampered: 0, never_anchored: 0 };
+          counts.set(r.table_name, c);
+        }
+        c[r.verdict]++;
+        if (r.verdict === 'tampered') tampered.push(r);
+      }
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const checked = [...counts.values()].reduce((n, c) => n + VERDICTS.reduce((m, v) => m + c[v], 0), 0);
+
+    let flagged = 0;
+    let flagError: string | undefined;
+    if (!values['no-flag'] && tampered.length > 0) {
+      try {
+        for (const [name, rows] of groupBy(tampered, (r) => r.table_name)) {
+          const [f] = await sql`
+            select certyo.flag_tampered(${name}::regclass, ${rows.map((r) => r.record_id ?? '')}::text[],
+                                        ${rows.map((r) => r.version)}::bigint[]) as n`;
+          flagged += Number(f?.n ?? 0);
+        }
+      } catch (err) {
+        flagError = (err as Error).message;
+      }
+    }
+
+    if (values.json) {
+      console.log(
+        JSON.stringify(
+          {
+            checked,
+            seconds: Number(seconds.toFixed(3)),
+            tables: Object.fromEntries(counts),
+            tampered,
+            flagged,
+            ...(flagError && { flagError }),
+          },
+          null,
+          2,
+        ),
+      );
+    } else {
+      if (counts.size === 0) console.log(table ? `${table}: no rows` : 'no tracked rows');
+      for (const [name, c] of counts) {
+        const total = VERDICTS.reduce((m, v) => m + c[v], 0);
+        console.log(
+          `${name}: ${total} rows: ${c.anchored} anchored, ${c.pending} pending, ${c.tampered} TAMPERED, ${c.never_anchored} never anchored`,
+        );
+      }
+      for (const r of tampered) {
+        console.log(
+          `\nTAMPERED ${r.table_name} record ${r.record_id} (version ${r.version ?? 'none'}): ${r.detail}`,
+        );
+        console.log(`  Certyo record hash      ${r.record_hash ?? '-'} (${r.anchor_status ?? 'no receipt'})`);
+        console.log(`  payload sha256 then     ${r.anchored_digest ?? '-'}`);
+        console.log(`  payload sha256 now      ${r.current_digest ?? '-'}`);
+      }
+      const rate = checked / Math.max(seconds, 1e-6);
+      console.log(
+        `\nchecked ${checked} rows in ${seconds.toFixed(2)} s (${Math.round(rate)} rows/s)` +
+          (tampered.length === 0
+            ? '; no tampering found'
+            : values['no-flag']
+              ? `; ${tampered.length} tampered (not flagged: --no-flag)`
+              : `; ${tampered.length} tampered, ${flagged} flagged 'tampered' in certyo_anchor_status`),
+      );
+      if (flagError) console.error(`could not flag the tampered rows: ${flagError}`);
+    }
+    return tampered.length > 0 ? 1 : 0;
+  } finally {
+    await sql.end();
+  }
+}
+
+function groupBy<T>(list: T[], key: (t: T) => string): Map<string, T[]> {
+  const m = new Map<string, T[]>();
+  for (const x of list) {
+    const k = key(x);
+    const l = m.get(k);
+    if (l) l.push(x);
+    else m.set(k, [x]);
+  }
+  return m;
+}
