@@ -30,7 +30,7 @@ grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.sta
 -- The tamper sweep and record history: run with the caller's own privileges on
 -- the tracked tables; they read receipts and which outbox changes exist (not
 -- their payloads).
-grant execute on function certyo.verify(regclass, text), certyo.record_history(regclass, text, boolean),
+grant execute on function certyo.verify(regclass, text, boolean), certyo.record_history(regclass, text, boolean),
     certyo.proof_json(bytea) to certyo_reader, certyo_admin, certyo_relay;
 grant select on certyo.history, certyo.receipt, certyo.anchor to certyo_reader, certyo_admin, certyo_relay;
 grant select (id, table_id, op, record_id, changed_at, parked_at, last_error) on certyo.outbox

@@ -77,7 +77,11 @@ export class Relay {
         () => this.running,
         (ms) => this.sleep(ms),
       );
-      this.verifying = this.verifier.run();
+      // As many verification loops as delivery loops, so checking keeps pace with delivering.
+      const verifier = this.verifier;
+      this.verifying = Promise.all(Array.from({ length: this.cfg.concurrency }, () => verifier.run())).then(
+        () => {},
+      );
     }
     const [may] = await this.sql`
       select pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as ok

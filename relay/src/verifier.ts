@@ -92,6 +92,7 @@ export class Verifier {
     let failures = 0;
     while (this.running()) {
       try {
+        const t0 = performance.now();
         const due = await this.sql<Due[]>`
           select id::text, op::text, record_id, collection, record_hash, accepted_at, delivered_at, anchor_status, checks
           from certyo.claim_verification(${this.token}, ${PAGE}, ${`${this.cfg.leaseSeconds} seconds`},
@@ -101,10 +102,21 @@ export class Verifier {
           await this.sleep(this.cfg.verifyIntervalMs);
           continue;
         }
+        const t1 = performance.now();
         const results = await this.check(due);
-        await this
-          .sql`select certyo.settle_verification(${this.token}, ${this.sql.json(results as unknown as Parameters<Sql['json']>[0])})`;
+        const t2 = performance.now();
+        const json = this.sql.json(results as unknown as Parameters<Sql['json']>[0]);
+        await this.sql`select certyo.settle_verification(${this.token}, ${json})`;
         this.count(results, due);
+        this.log.debug(
+          {
+            receipts: due.length,
+            claimMs: Math.round(t1 - t0),
+            checkMs: Math.round(t2 - t1),
+            settleMs: Math.round(performance.now() - t2),
+          },
+          'verification round done',
+        );
       } catch (err) {
         failures++;
         this.log.warn({ err, failures }, 'verifier loop error; backing off');
@@ -178,8 +190,10 @@ export class Verifier {
 
   /** Summaries of a collection's records accepted around these receipts, by recordId and version. */
   private async listWindow(collection: string, receipts: Due[]): Promise<Map<string, Item> | Answer> {
+    // acceptedAt is when Certyo ingested the record: the window is exact. Without it
+    // (a 202 with no results), search a minute either side of our delivery time.
+    const slack = receipts.some((r) => r.accepted_at === null) ? 60_000 : 0;
     const times = receipts.map((r) => (r.accepted_at ?? r.delivered_at).getTime());
-    const slack = 2000;
     const from = new Date(Math.min(...times) - slack).toISOString();
     const to = new Date(Math.max(...times) + slack).toISOString();
     const wanted = new Set(receipts.map((r) => `${r.record_id}\u0000${r.id}`));

@@ -58,21 +58,38 @@ export async function verifyCommand(args: string[]): Promise<number> {
     const t0 = performance.now();
     const counts = new Map<string, Record<Verdict, number>>();
     const tampered: Row[] = [];
-    const cursor = sql<Row[]>`
-      select table_name, record_id, version::text, verdict, anchor_status, record_hash,
-             anchored_digest, current_digest, detail
-      from certyo.verify(${table}::regclass, ${values.record ?? null}::text)`.cursor(5000);
-    for await (const rows of cursor) {
-      for (const r of rows) {
-        let c = counts.get(r.table_name);
-        if (!c) {
-          c = { anchored: 0, pending: 0, tampered: 0, never_anchored: 0 };
-          counts.set(r.table_name, c);
-        }
-        c[r.verdict]++;
-        if (r.verdict === 'tampered') tampered.push(r);
+    // One snapshot: each table's row count, and the rows needing attention
+    // (certyo.verify returns only those); the rest are anchored and unchanged.
+    await sql.begin('isolation level repeatable read read only', async (tx) => {
+      const tables = await tx<{ table_name: string }[]>`
+        select table_name from certyo.tracked_tables
+        where ${table}::regclass is null or table_name::regclass = ${table}::regclass
+        order by table_name`;
+      for (const { table_name } of tables) {
+        const [c] =
+          values.record === undefined ? await tx.unsafe(`select count(*)::int as n from ${table_name}`) : [];
+        counts.set(table_name, { anchored: Number(c?.n ?? 0), pending: 0, tampered: 0, never_anchored: 0 });
       }
-    }
+      const cursor = tx<Row[]>`
+        select table_name, record_id, version::text, verdict, anchor_status, record_hash,
+               anchored_digest, current_digest, detail
+        from certyo.verify(${table}::regclass, ${values.record ?? null}::text)`.cursor(5000);
+      for await (const rows of cursor) {
+        for (const r of rows) {
+          const c = counts.get(r.table_name);
+          if (!c) continue;
+          if (values.record !== undefined) c[r.verdict]++;
+          else if (r.verdict !== 'anchored') {
+            c.anchored--;
+            c[r.verdict]++;
+          }
+          if (r.verdict === 'tampered') tampered.push(r);
+        }
+      }
+    });
+    tampered.sort(
+      (a, b) => a.table_name.localeCompare(b.table_name) || Number(a.version) - Number(b.version),
+    );
     const seconds = (performance.now() - t0) / 1000;
     const checked = [...counts.values()].reduce((n, c) => n + VERDICTS.reduce((m, v) => m + c[v], 0), 0);
 

@@ -1296,8 +1296,8 @@ comment on function certyo.record_history(regclass, text, boolean) is
     'One record''s delivered versions with their proofs, newest first.';
 
 -- sql/verify.sql
--- certyo.verify(target, only_record): the tamper sweep. For every current row of
--- one tracked table (or all of them; or one record id), recompute the payload
+-- certyo.verify(target, only_record, all_rows): the tamper sweep. For every
+-- current row of one tracked table (or all of them; or one record id), recompute the payload
 -- exactly as capture and claim build it and compare its SHA-256 with the
 -- digest kept when that version was delivered. Verdicts:
 --   anchored        unchanged since its version was anchored
@@ -1307,8 +1307,12 @@ comment on function certyo.record_history(regclass, text, boolean) is
 --                   restore, direct write); detail and digests give the evidence
 --   never_anchored  no anchored version: never captured (existed before
 --                   tracking), or anchoring failed or did not match
--- SECURITY INVOKER: the caller reads the tables with their own privileges.
-create or replace function certyo.verify(target regclass default null, only_record text default null)
+-- Returns the rows that are not 'anchored' (every row with all_rows, or when
+-- asking about one record): returning 100,000 fine rows costs more than
+-- checking them. SECURITY INVOKER: the caller reads the tables with their own
+-- privileges.
+drop function if exists certyo.verify(regclass, text);
+create or replace function certyo.verify(target regclass default null, only_record text default null, all_rows boolean default false)
 returns table (
     table_name text, record_id text, version bigint, verdict text, anchor_status text, record_hash text,
     anchored_digest text, current_digest text, detail text
@@ -1323,11 +1327,13 @@ set intervalstyle = 'postgres'
 set extra_float_digits = 1
 set bytea_output = 'hex'
 set jit = off
+-- One hash join over the table's receipts, in memory.
+set work_mem = '64MB'
 as $$
 declare
     v_t record;
     v_key text;
-    v_payload text;
+    v_cols text;
     v_filter text := '';
 begin
     if target is not null and not exists (select from certyo.tracked_table t where t.relid = target and t.active) then
@@ -1337,56 +1343,69 @@ begin
     for v_t in
         select * from certyo.tracked_table t where t.active and (target is null or t.relid = target) order by t.table_id
     loop
-        v_key := case when cardinality(v_t.key_columns) = 1 then format('c.j ->> %L', v_t.key_columns[1])
-                      else format('certyo.record_key(c.j, %L)', v_t.key_columns) end;
-        v_payload := case when cardinality(v_t.exclude_columns) = 0
-                          then 'certyo.strip_status(c.j, c.h, c.s, c.va, c.v)'
-                          else format('certyo.record_payload(c.j, %L)', v_t.exclude_columns) end;
+        -- The record id as capture renders it: a key column's JSON text, or a JSON array of them.
+        select case when count(*) = 1 then format('to_json(t.%I) #>> ''{}''', min(k.col))
+                    else '''['' || concat_ws('','', '
+                         || string_agg(format('to_json(to_json(t.%I) #>> ''{}'')::text', k.col), ', ' order by k.n)
+                         || ') || '']''' end
+        into v_key
+        from unnest(v_t.key_columns) with ordinality as k(col, n);
+        -- The payload as the claim builds it: every column but certyo's and the excluded
+        -- ones, in table order, rendered by row_to_json (byte for byte what was sent).
+        select string_agg(format('t.%I', a.attname), ', ' order by a.attnum)
+        into v_cols
+        from pg_attribute a
+        where a.attrelid = v_t.relid and a.attnum > 0 and not a.attisdropped
+            and a.attname not in ('certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at', 'certyo_record_version')
+            and a.attname <> all (v_t.exclude_columns);
         if only_record is not null then
             select ' where ' || m.predicate into v_filter from certyo.key_match(v_t.table_id, '$1') as m;
             continue when v_filter is null;
         end if;
         return query execute format(
             $q$
-            select %1$L::text, %2$s, c.v,
-                   case when c.v is null then 'never_anchored'
-                        when o.id is not null then 'pending'
-                        when r.id is null then %7$L
-                        when r.payload_digest is null then
-                            case r.anchor_status when 'anchored' then 'anchored' when 'submitted' then 'pending' else 'never_anchored' end
-                        when r.payload_digest <> d.digest then 'tampered'
-                        when r.anchor_status = 'anchored' then 'anchored'
-                        when r.anchor_status = 'submitted' then 'pending'
-                        else 'never_anchored' end,
+            select %1$L::text, c.k, c.v, v.verdict,
                    coalesce(r.anchor_status, case when o.id is not null then 'pending' end),
-                   r.record_hash, encode(r.payload_digest, 'hex'), encode(d.digest, 'hex'),
+                   r.record_hash,
+                   case when v.verdict <> 'anchored' then encode(r.payload_digest, 'hex') end,
+                   case when v.verdict <> 'anchored' then encode(c.d, 'hex') end,
                    case when c.v is null then 'never captured: existed before tracking, or written while capture was bypassed'
                         when o.id is not null then case when o.parked_at is not null then 'captured, parked: ' || o.last_error
                                                         else 'captured, waiting for delivery' end
                         when r.id is null then 'this version was never captured (capture triggers bypassed or disabled)'
                         when r.payload_digest is null then 'delivered before payload digests were kept: content not compared'
-                        when r.payload_digest <> d.digest then 'row differs from the version delivered to Certyo, and no change was captured'
+                        when r.payload_digest <> c.d then 'row differs from the version delivered to Certyo, and no change was captured'
                         when r.anchor_status = 'submitted' then 'delivered, waiting for anchoring'
                         when r.anchor_status <> 'anchored' then coalesce(r.anchor_status || ': ' || r.detail, r.anchor_status)
                    end
-            from (select row_to_json(t) as j, t.certyo_record_version as v, t.certyo_record_hash as h,
-                         t.certyo_anchor_status as s, t.certyo_verified_at as va
-                  from %3$s t%4$s) as c
-            left join certyo.receipt r on r.id = c.v and r.table_id = %5$s
+            from (select t.certyo_record_version as v, %2$s as k,
+                         sha256(convert_to((select row_to_json(x) from (select %3$s) as x)::text, 'UTF8')) as d
+                  from %4$s t%5$s) as c
+            left join certyo.receipt r on r.id = c.v and r.table_id = %6$s
             left join certyo.outbox o on o.id = c.v
             cross join lateral (
-                select case when r.payload_digest is not null then sha256(convert_to((%6$s)::text, 'UTF8')) end as digest
-            ) as d
+                select case when c.v is null then 'never_anchored'
+                            when o.id is not null then 'pending'
+                            when r.id is null then %7$L
+                            when r.payload_digest is null then
+                                case r.anchor_status when 'anchored' then 'anchored' when 'submitted' then 'pending' else 'never_anchored' end
+                            when r.payload_digest <> c.d then 'tampered'
+                            when r.anchor_status = 'anchored' then 'anchored'
+                            when r.anchor_status = 'submitted' then 'pending'
+                            else 'never_anchored' end as verdict
+            ) as v
+            %8$s
             $q$,
-            format('%I.%I', v_t.schema_name, v_t.table_name), v_key, v_t.relid::regclass, v_filter, v_t.table_id,
-            v_payload,
-            case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end)
+            format('%I.%I', v_t.schema_name, v_t.table_name), v_key, v_cols, v_t.relid::regclass, v_filter,
+            v_t.table_id,
+            case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end,
+            case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end)
         using only_record;
     end loop;
 end
 $$;
 
-comment on function certyo.verify(regclass, text) is
+comment on function certyo.verify(regclass, text, boolean) is
     'Tamper sweep: compare each current row with the version delivered to Certyo (anchored / pending / tampered / never_anchored).';
 
 -- certyo.flag_tampered(target, record_ids, versions): mark rows the sweep found
@@ -1443,7 +1462,7 @@ grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.sta
 -- The tamper sweep and record history: run with the caller's own privileges on
 -- the tracked tables; they read receipts and which outbox changes exist (not
 -- their payloads).
-grant execute on function certyo.verify(regclass, text), certyo.record_history(regclass, text, boolean),
+grant execute on function certyo.verify(regclass, text, boolean), certyo.record_history(regclass, text, boolean),
     certyo.proof_json(bytea) to certyo_reader, certyo_admin, certyo_relay;
 grant select on certyo.history, certyo.receipt, certyo.anchor to certyo_reader, certyo_admin, certyo_relay;
 grant select (id, table_id, op, record_id, changed_at, parked_at, last_error) on certyo.outbox

@@ -156,7 +156,7 @@ describe('tamper sweep', () => {
     await db.sql`update notes set body = 'edited' where id = 2`;
     await db.sql`alter table notes enable trigger certyo_capture_update`;
     const rows =
-      await db.sql`select record_id, verdict, detail from certyo.verify('notes') order by record_id`;
+      await db.sql`select record_id, verdict, detail from certyo.verify('notes', all_rows => true) order by record_id`;
     assert.deepEqual(
       rows.map((r) => [r.record_id, r.verdict]),
       [
@@ -165,6 +165,11 @@ describe('tamper sweep', () => {
       ],
     );
     assert.match(rows[1]!.detail, /never captured/);
+    const one = await cli(['verify', 'notes', '--record', '2', '--json', '--no-flag']);
+    assert.equal(one.code, 1);
+    assert.deepEqual(JSON.parse(one.stdout).tables, {
+      'public.notes': { anchored: 0, pending: 0, tampered: 1, never_anchored: 0 },
+    });
     const bad = await cli(['verify', 'no_such_table']);
     assert.equal(bad.code, 1);
   });
