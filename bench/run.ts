@@ -44,6 +44,8 @@ async function main() {
     const relay = lastJson(node('relay.js'));
     console.log('local Certyo ingest ...');
     const certyo = lastJson(node('local-certyo.js'));
+    console.log('verification and tamper sweep ...');
+    const verify = lastJson(node('verify.js'));
     const report = {
       date: new Date().toISOString(),
       machine: `${cpus().length} x ${cpus()[0]?.model}`,
@@ -51,6 +53,7 @@ async function main() {
       writeTax,
       relay,
       localCertyo: certyo,
+      verify,
     };
     mkdirSync(`${paths.root}bench/results`, { recursive: true });
     writeFileSync(
@@ -61,6 +64,8 @@ async function main() {
     const idle = relay.idleLatencyMs as { p50: number; p90: number; p99: number };
     const half = relay.loadLatencyMs_50pct as { p50: number; p99: number };
     const ingest = (certyo.recordsPerSecond as { median: number }).median;
+    const v = verify.verification as Record<string, number>;
+    const sweep = verify.sweep as { rowsPerSecond: number; rounds: number[] };
     const rows = [
       [
         'tracked / untracked single-row INSERT TPS, 8 clients, relay absent',
@@ -84,6 +89,16 @@ async function main() {
         `p50 ${half.p50} ms, p99 ${half.p99} ms`,
       ],
       ['local Certyo bulk ingest', '> 50,000 records/s', `${ingest} records/s`],
+      [
+        `verification keeps up with delivery (${verify.rows} changes)`,
+        'no growing unverified backlog; requests << records',
+        `unverified at most ${v.maxUnverifiedDuringDelivery} during delivery (${v.unverifiedAtHalfDelivery} at half, ${v.unverifiedAtEndOfDelivery} at the end); ${v.verifyRequests} requests (${v.recordsPerVerifyRequest} records each)`,
+      ],
+      [
+        'tamper sweep',
+        '>= 50,000 rows/s',
+        `${sweep.rowsPerSecond} rows/s (rounds ${sweep.rounds.join(', ')})`,
+      ],
     ];
     const md = [
       '# Benchmark results',

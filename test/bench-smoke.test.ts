@@ -35,3 +35,12 @@ test('dist/bench/local-certyo.js reports records per second', async () => {
   ]);
   assert.ok((JSON.parse(stdout) as { recordsPerSecond: { median: number } }).recordsPerSecond.median > 0);
 });
+
+test('dist/bench/verify.js reports verification and sweep figures', async () => {
+  const { stdout } = await exec(process.execPath, [`${paths.root}dist/bench/verify.js`, '--rows', '3000'], {
+    env: env(),
+  });
+  const r = JSON.parse(stdout.slice(stdout.indexOf('{'))) as Record<string, Record<string, number>>;
+  assert.ok(r.verification!.verifyRequests! > 0);
+  assert.equal(r.sweep!.tamperedFound, 100, 'the sweep finds the 100 rows edited behind capture');
+});
