@@ -7,7 +7,7 @@
 // Uses DATABASE_URL (a superuser) or an embedded PostgreSQL; needs pgbench.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import postgres, { type Sql } from 'postgres';
@@ -47,6 +47,16 @@ async function stopRelay(child: ChildProcess) {
     child.once('exit', () => resolve());
     child.kill('SIGTERM');
   });
+}
+
+/** CPU seconds (user + system) and peak resident memory (MB) of a child process, from /proc. */
+function usage(child: ChildProcess): { cpuSeconds: number; peakRssMb: number } {
+  const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
+  const hz = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+  return { cpuSeconds: ticks / hz, peakRssMb: Math.round(Number(hwm?.[1] ?? 0) / 1024) };
 }
 
 async function untilDrained(sql: Sql) {
@@ -108,11 +118,15 @@ async function main() {
     let relay = startRelay(url, api);
     await untilDrained(sql);
     const drainSeconds = (performance.now() - t0) / 1000;
+    const used = usage(relay);
     results.drain = {
       changes: backlog,
       seconds: round(drainSeconds),
       changesPerSecond: round(backlog / drainSeconds),
       ratioToMaxWriteRate: round(backlog / drainSeconds / maxTps, 2),
+      // The relay process alone (start-up included); PostgreSQL and the local server are not counted.
+      relayCpuSecondsPer1000: round(used.cpuSeconds / (backlog / 1000), 3),
+      relayPeakRssMb: used.peakRssMb,
     };
     await stopRelay(relay);
 

@@ -26,19 +26,35 @@ async function main() {
     });
   try {
     console.log('write tax (pgbench, 3 interleaved rounds) ...');
-    const tax = execFileSync('bash', [`${paths.root}bench/write-tax.sh`, '10'], { env, encoding: 'utf8' });
-    const rounds = [...tax.matchAll(/round=(\d) variant=(\w+) tps=([\d.]+)/g)].map((m) => ({
+    const tax = execFileSync('bash', [`${paths.root}bench/write-tax.sh`, '5'], { env, encoding: 'utf8' });
+    const rounds = [...tax.matchAll(/round=(\d) op=(\w+) variant=(\w+) tps=([\d.]+)/g)].map((m) => ({
       round: Number(m[1]),
-      variant: m[2]!,
-      tps: Number(m[3]),
+      op: m[2]!,
+      variant: m[3]!,
+      tps: Number(m[4]),
     }));
-    const tps = (round: number, variant: string) =>
-      rounds.find((r) => r.round === round && r.variant === variant)?.tps ?? Number.NaN;
+    const tps = (round: number, op: string, variant: string) =>
+      rounds.find((r) => r.round === round && r.op === op && r.variant === variant)?.tps ?? Number.NaN;
     const ids = [...new Set(rounds.map((r) => r.round))];
+    /** Median over rounds of the per-round ratio a / b. */
+    const ratio = (op: string, a: string, b: string) =>
+      r2(median(ids.map((i) => tps(i, op, a) / tps(i, op, b))));
+    const wal = Object.fromEntries(
+      [...tax.matchAll(/wal variant=(\w+) bytes_per_change=(\d+)/g)].map((m) => [m[1]!, Number(m[2])]),
+    );
     const writeTax = {
       rounds,
-      trackedOverUntracked: r2(median(ids.map((i) => tps(i, 'tracked') / tps(i, 'untracked')))),
-      wakeOverNoWake: r2(median(ids.map((i) => tps(i, 'tracked') / tps(i, 'tracked_nowake')))),
+      wal,
+      trackedOverUntracked: ratio('insert', 'tracked', 'untracked'),
+      relayRunningOverUntracked: ratio('insert', 'tracked_relay', 'untracked'),
+      wakeOverNoWake: ratio('insert', 'tracked', 'tracked_nowake'),
+      multiRow: ratio('insert100', 'tracked', 'untracked'),
+      update: ratio('update', 'tracked', 'untracked'),
+      delete: ratio('delete', 'tracked', 'untracked'),
+      notifyOverUntracked: ratio('insert', 'notify', 'untracked'),
+      pollingOverUntracked: ratio('insert', 'polling', 'untracked'),
+      notifyMultiRow: ratio('insert100', 'notify', 'untracked'),
+      pollingMultiRow: ratio('insert100', 'polling', 'untracked'),
     };
     console.log('relay (drain, latency) ...');
     const relay = lastJson(node('relay.js'));
@@ -60,7 +76,12 @@ async function main() {
       `${paths.root}bench/results/${report.date.slice(0, 10)}.json`,
       `${JSON.stringify(report, null, 2)}\n`,
     );
-    const drain = relay.drain as { changesPerSecond: number; ratioToMaxWriteRate: number };
+    const drain = relay.drain as {
+      changesPerSecond: number;
+      ratioToMaxWriteRate: number;
+      relayCpuSecondsPer1000: number;
+      relayPeakRssMb: number;
+    };
     const idle = relay.idleLatencyMs as { p50: number; p90: number; p99: number };
     const half = relay.loadLatencyMs_50pct as { p50: number; p99: number };
     const ingest = (certyo.recordsPerSecond as { median: number }).median;
@@ -70,9 +91,25 @@ async function main() {
       [
         'tracked / untracked single-row INSERT TPS, 8 clients, relay absent',
         '>= 0.80',
-        `${writeTax.trackedOverUntracked}`,
+        `${writeTax.trackedOverUntracked} (guide's NOTIFY trigger ${writeTax.notifyOverUntracked}, timestamp polling ${writeTax.pollingOverUntracked})`,
       ],
+      ['same, relay running and keeping up', '>= 0.70', `${writeTax.relayRunningOverUntracked}`],
       ['with wake-up / without any', '>= 0.97', `${writeTax.wakeOverNoWake}`],
+      [
+        '100-row INSERT statements, tracked / untracked rows/s',
+        '>= 0.60',
+        `${writeTax.multiRow} (NOTIFY trigger ${writeTax.notifyMultiRow}, polling ${writeTax.pollingMultiRow})`,
+      ],
+      [
+        'single-row UPDATE / DELETE, tracked / untracked TPS',
+        'reported',
+        `${writeTax.update} / ${writeTax.delete}`,
+      ],
+      [
+        'WAL bytes per single-row INSERT',
+        'reported',
+        `untracked ${wal.untracked}, tracked ${wal.tracked}, NOTIFY trigger ${wal.notify}, polling ${wal.polling}`,
+      ],
       [
         'drain rate / max tracked write rate',
         '>= 4',
@@ -89,6 +126,11 @@ async function main() {
         `p50 ${half.p50} ms, p99 ${half.p99} ms`,
       ],
       ['local Certyo bulk ingest', '> 50,000 records/s', `${ingest} records/s`],
+      [
+        'relay CPU per 1,000 changes, peak memory (during the drain)',
+        'reported',
+        `${drain.relayCpuSecondsPer1000} CPU s, ${drain.relayPeakRssMb} MB`,
+      ],
       [
         `verification keeps up with delivery (${verify.rows} changes)`,
         'no growing unverified backlog; requests << records',

@@ -1,31 +1,106 @@
 #!/usr/bin/env bash
-# Write tax of capture, side by side: untracked vs tracked (wake-up trigger
-# installed, no relay) vs tracked without the wake-up trigger. pgbench, 8
-# clients, single-row INSERT transactions, variants interleaved, 3 rounds.
-# Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/write-tax.sh [seconds]
+# Write tax of capture, side by side, pgbench with 8 clients, variants
+# interleaved, 3 rounds:
+#   untracked        no capture at all
+#   tracked          certyo capture, relay absent (paused)
+#   tracked_relay    certyo capture with a relay running (local Certyo), single-row INSERT only
+#   tracked_nowake   certyo capture without the wake-up trigger, single-row INSERT only
+#   notify           Certyo guide's LISTEN/NOTIFY design: a row trigger that pg_notify()s the row as JSON
+#   polling          Certyo guide's timestamp polling: an indexed updated_at column (set by the writer)
+# Operations: insert (one row per transaction), insert100 (one 100-row INSERT
+# statement per transaction), update and delete (one row, random id, of a
+# prefilled table). Then WAL bytes per single-row INSERT for each variant.
+# Output: "round=R op=OP variant=V tps=X" and "wal variant=V bytes_per_change=X".
+# Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/write-tax.sh [seconds] [prefill rows]
 set -euo pipefail
 secs=${1:-10}
+rows=${2:-500000}
+here=$(cd "$(dirname "$0")" && pwd)
 db=certyo_bench_write_tax
 admin=${DATABASE_URL:?set DATABASE_URL to a superuser connection}
 psql -q "$admin" -c "drop database if exists $db" -c "create database $db"
 url=$(node -e "const u=new URL(process.argv[1]); u.pathname='/$db'; console.log(u.toString())" "$admin")
-DATABASE_URL=$url node "$(dirname "$0")/../bin/certyo-pg.js" migrate >/dev/null
-psql -q "$url" <<'SQL'
+DATABASE_URL=$url node "$here/../bin/certyo-pg.js" migrate >/dev/null
+variants="untracked tracked tracked_nowake notify polling"
+psql -q "$url" <<SQL
 create table untracked (id bigserial primary key, name text not null, price numeric(12,2), qty int, created timestamptz default now(), attrs json);
 create table tracked (like untracked including all);
 create table tracked_nowake (like untracked including all);
+create table notify (like untracked including all);
+create table polling (like untracked including all, updated_at timestamptz not null default now());
+create index polling_updated_at on polling (updated_at, id);
 select certyo.enable_tracking('tracked');
 select certyo.enable_tracking('tracked_nowake');
 drop trigger certyo_wake on tracked_nowake;
+-- The guide's LISTEN/NOTIFY trigger: the whole row, as JSON, in every change.
+create function notify_change() returns trigger language plpgsql as \$\$
+begin
+  perform pg_notify('certyo_changes', json_build_object('op', tg_op, 'row', row_to_json(coalesce(new, old)))::text);
+  return null;
+end \$\$;
+create trigger notify_change after insert or update or delete on notify for each row execute function notify_change();
+-- Prefill for update and delete, behind the triggers (nothing captured, nothing notified).
+set session_replication_role = replica;
+$(for t in $variants; do echo "insert into $t (name, price, qty, attrs) select 'widget', 19.99, 3, '{\"color\":\"red\"}' from generate_series(1, $rows);"; done)
+set session_replication_role = origin;
+vacuum analyze;
 SQL
+
 tmp=$(mktemp -d)
-for t in untracked tracked tracked_nowake; do
-  echo "insert into $t (name, price, qty, attrs) values ('widget', 19.99, 3, '{\"color\":\"red\"}');" > "$tmp/$t.sql"
+key=certyo_sk_test_writetax
+port=$(node -e "const s=require('net').createServer().listen(0,()=>{console.log(s.address().port);s.close()})")
+node "$here/../bin/certyo-pg.js" local-certyo --port "$port" --key "$key=bench" --flush-ms 1000 --anchor-ms 10 >/dev/null 2>&1 &
+certyo=$!
+relay=""
+cleanup() {
+  [ -n "$relay" ] && kill "$relay" 2>/dev/null || true
+  kill "$certyo" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+for t in $variants; do
+  set_ts=""
+  [ "$t" = polling ] && set_ts=", updated_at = now()"
+  echo "insert into $t (name, price, qty, attrs) values ('widget', 19.99, 3, '{\"color\":\"red\"}');" > "$tmp/insert.$t.sql"
+  echo "insert into $t (name, price, qty, attrs) select 'widget', 19.99, g, '{\"color\":\"red\"}' from generate_series(1, 100) g;" > "$tmp/insert100.$t.sql"
+  printf '\\set id random(1, %d)\nupdate %s set qty = qty + 1%s where id = :id;\n' "$rows" "$t" "$set_ts" > "$tmp/update.$t.sql"
+  printf '\\set id random(1, %d)\ndelete from %s where id = :id;\n' "$rows" "$t" > "$tmp/delete.$t.sql"
 done
+
+run() { # op variant table
+  local tps
+  tps=$(pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" 2>/dev/null | awk '/^tps/ {print $3}')
+  echo "round=$round op=$1 variant=$2 tps=$tps"
+}
+
 for round in 1 2 3; do
-  for t in untracked tracked tracked_nowake; do
-    tps=$(pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$t.sql" "$url" 2>/dev/null | awk '/^tps/ {print $3}')
-    echo "round=$round variant=$t tps=$tps"
+  for op in insert insert100 update delete; do
+    for t in $variants; do
+      [ "$t" = tracked_nowake ] && [ "$op" != insert ] && continue
+      run "$op" "$t" "$t"
+    done
+    if [ "$op" = insert ]; then
+      # The relay keeping up with the writers, not draining what the paused runs left behind.
+      psql -qX "$url" -c "truncate certyo.outbox"
+      DATABASE_URL=$url CERTYO_API_KEY=$key CERTYO_TENANT_ID=bench CERTYO_BASE_URL="http://127.0.0.1:$port" \
+        LOG_LEVEL=error node "$here/../bin/certyo-pg.js" relay &
+      relay=$!
+      sleep 1
+      run insert tracked_relay tracked
+      kill "$relay"
+      wait "$relay" || true
+      relay=""
+    fi
   done
 done
-psql -q "$admin" -c "drop database $db"
+
+# WAL bytes per single-row INSERT: 8 clients x 1000 transactions, after a checkpoint.
+for t in untracked tracked notify polling; do
+  psql -qX "$url" -c checkpoint
+  before=$(psql -qXAt "$url" -c "select pg_current_wal_lsn()")
+  pgbench -n -c 8 -j 2 -t 1000 -f "$tmp/insert.$t.sql" "$url" >/dev/null 2>&1
+  bytes=$(psql -qXAt "$url" -c "select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$before') / 8000.0)")
+  echo "wal variant=$t bytes_per_change=$bytes"
+done
+psql -q "$admin" -c "drop database $db with (force)"

@@ -10,9 +10,11 @@ import { adminUrl } from './harness/db.js';
 const exec = promisify(execFile);
 const env = () => ({ ...process.env, DATABASE_URL: adminUrl() });
 
-test('bench/write-tax.sh reports 3 rounds of 3 variants', async () => {
-  const { stdout } = await exec('bash', [`${paths.root}bench/write-tax.sh`, '1'], { env: env() });
-  assert.equal([...stdout.matchAll(/round=\d variant=\w+ tps=[\d.]+/g)].length, 9, stdout);
+test('bench/write-tax.sh reports 3 rounds of every operation and variant, and WAL per change', async () => {
+  const { stdout } = await exec('bash', [`${paths.root}bench/write-tax.sh`, '1', '2000'], { env: env() });
+  // Per round: insert x 6 variants, insert100 / update / delete x 4.
+  assert.equal([...stdout.matchAll(/round=\d op=\w+ variant=\w+ tps=[\d.]+/g)].length, 3 * 18, stdout);
+  assert.equal([...stdout.matchAll(/wal variant=\w+ bytes_per_change=\d+/g)].length, 4, stdout);
 });
 
 test('dist/bench/relay.js reports drain and latency figures', async () => {
@@ -23,6 +25,7 @@ test('dist/bench/relay.js reports drain and latency figures', async () => {
   );
   const r = JSON.parse(stdout.slice(stdout.indexOf('{'))) as Record<string, Record<string, number>>;
   assert.ok(r.drain!.changesPerSecond! > 0);
+  assert.ok(r.drain!.relayCpuSecondsPer1000! > 0 && r.drain!.relayPeakRssMb! > 0);
   assert.equal(r.idleLatencyMs!.n, 40);
   assert.equal(r.loadLatencyMs_50pct!.received, r.loadLatencyMs_50pct!.changes);
 });
