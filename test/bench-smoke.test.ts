@@ -47,3 +47,24 @@ test('dist/bench/verify.js reports verification and sweep figures', async () => 
   assert.ok(r.verification!.verifyRequests! > 0);
   assert.equal(r.sweep!.tamperedFound, 100, 'the sweep finds the 100 rows edited behind capture');
 });
+
+test("dist/bench/baselines.js shows what the guide's listener and poller lose and certyo does not", async () => {
+  const { stdout } = await exec(
+    process.execPath,
+    [`${paths.root}dist/bench/baselines.js`, '--burst', '500'],
+    {
+      env: env(),
+    },
+  );
+  const r = JSON.parse(stdout.slice(stdout.indexOf('{'))) as {
+    losses: Record<string, Record<string, string>>;
+  };
+  assert.deepEqual(r.losses.certyo, {
+    offline: '100 of 100 delivered',
+    deletes: '100 of 100 delivered',
+    lateCommit: '3 of 3 delivered',
+  });
+  assert.equal(r.losses.listener!.offline, '0 of 100 delivered');
+  assert.equal(r.losses.polling!.deletes, '0 of 100 delivered');
+  assert.equal(r.losses.polling!.lateCommit, '2 of 3 delivered');
+});
