@@ -18,8 +18,8 @@ function lastJson(out: string): Record<string, unknown> {
 async function main() {
   const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
   const env = { ...process.env, DATABASE_URL: process.env.DATABASE_URL ?? embedded!.adminUrl };
-  const node = (script: string) =>
-    execFileSync(process.execPath, [`${paths.root}dist/bench/${script}`], {
+  const node = (script: string, ...args: string[]) =>
+    execFileSync(process.execPath, [`${paths.root}dist/bench/${script}`, ...args], {
       env,
       encoding: 'utf8',
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -64,6 +64,11 @@ async function main() {
     const verify = lastJson(node('verify.js'));
     console.log("baselines: the guide's LISTEN/NOTIFY listener and timestamp polling ...");
     const baselines = lastJson(node('baselines.js'));
+    // The long soak only when asked: npm run bench -- --soak [seconds]
+    const soakAt = process.argv.indexOf('--soak');
+    const soakSeconds = soakAt < 0 ? undefined : (process.argv[soakAt + 1] ?? '600');
+    if (soakSeconds) console.log(`soak (${soakSeconds} s at 80% load, a snapshot held for half of it) ...`);
+    const soak = soakSeconds ? lastJson(node('soak.js', '--seconds', soakSeconds)) : undefined;
     const report = {
       date: new Date().toISOString(),
       machine: `${cpus().length} x ${cpus()[0]?.model}`,
@@ -73,6 +78,7 @@ async function main() {
       localCertyo: certyo,
       verify,
       baselines,
+      ...(soak && { soak }),
     };
     mkdirSync(`${paths.root}bench/results`, { recursive: true });
     writeFileSync(
@@ -164,6 +170,14 @@ async function main() {
         `certyo: ${Object.values(losses.certyo).join('; ')}. listener: ${Object.values(losses.listener).join('; ')}. polling: ${Object.values(losses.polling).join('; ')}`,
       ],
     ];
+    if (soak) {
+      const end = soak.end as Record<string, number>;
+      rows.push([
+        `soak: ${soak.seconds} s at 80% of max rate (${soak.targetRate} TPS), snapshot held for the middle half`,
+        'outbox small; delivery goes on',
+        `pending at most ${soak.maxPending}, outbox at most ${soak.maxOutboxKb} kB (end: ${end.outboxKb} kB, ${end.deadTuples} dead tuples); ${soak.deliveredWhileSnapshotHeld} delivered while the snapshot was held`,
+      ]);
+    }
     const md = [
       '# Benchmark results',
       '',

@@ -68,3 +68,11 @@ test("dist/bench/baselines.js shows what the guide's listener and poller lose an
   assert.equal(r.losses.polling!.deletes, '0 of 100 delivered');
   assert.equal(r.losses.polling!.lateCommit, '2 of 3 delivered');
 });
+
+test('dist/bench/soak.js keeps delivering while a snapshot is held', async () => {
+  const { stdout } = await exec(process.execPath, [`${paths.root}dist/bench/soak.js`, '--seconds', '4'], {
+    env: env(),
+  });
+  const r = JSON.parse(stdout.slice(stdout.indexOf('{'))) as Record<string, number>;
+  assert.ok(r.deliveredWhileSnapshotHeld! > 0, stdout);
+});
