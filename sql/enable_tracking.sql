@@ -179,18 +179,35 @@ begin
                            || v_key_names::text[]) as a);
     execute format('create trigger certyo_before before insert or update on %I.%I'
                    ' for each row execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
-    if 'insert' = any (v_ops) then
-        execute format('create trigger certyo_capture_insert after insert on %I.%I'
-                       ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+    -- Inserts and deletes of ordinary tables: statement-level triggers with transition
+    -- tables, one set-based outbox INSERT per statement. Partitioned tables: row-level
+    -- triggers, which partitions inherit, so direct writes to a partition are captured.
+    if v_rel.relkind = 'r' then
+        if 'insert' = any (v_ops) then
+            execute format('create trigger certyo_capture_insert after insert on %I.%I referencing new table as certyo_new'
+                           ' for each statement execute function certyo.capture_rows(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
+        if 'delete' = any (v_ops) then
+            execute format('create trigger certyo_capture_delete after delete on %I.%I referencing old table as certyo_old'
+                           ' for each statement execute function certyo.capture_rows(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
     end if;
+    -- Updates: a row trigger whose WHEN clause skips status write-backs (the version is
+    -- unchanged) without calling anything, so the relay's write-back stays cheap.
     if 'update' = any (v_ops) then
         execute format('create trigger certyo_capture_update after update on %I.%I for each row'
                        ' when (old.certyo_record_version is distinct from new.certyo_record_version)'
                        ' execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
     end if;
-    if 'delete' = any (v_ops) then
-        execute format('create trigger certyo_capture_delete after delete on %I.%I'
-                       ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+    if v_rel.relkind = 'p' then
+        if 'insert' = any (v_ops) then
+            execute format('create trigger certyo_capture_insert after insert on %I.%I'
+                           ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
+        if 'delete' = any (v_ops) then
+            execute format('create trigger certyo_capture_delete after delete on %I.%I'
+                           ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
     end if;
     -- Statement-level triggers are not inherited by partitions: put them on each.
     for v_part in select target union select relid from pg_partition_tree(target) loop

@@ -10,6 +10,7 @@
 \ir record_exists.sql
 \ir capture_before.sql
 \ir capture.sql
+\ir capture_rows.sql
 \ir wake.sql
 \ir refuse_truncate.sql
 \ir drop_triggers.sql

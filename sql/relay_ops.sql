@@ -57,8 +57,12 @@ as $$
             and (retry_parked.target is null or t.relid = retry_parked.target)
             and (retry_parked.record_id is null or o.record_id = retry_parked.record_id)
         returning 1
-    )
-    select count(*)::integer from r
+    ),
+    n as (select count(*)::integer as n from r)
+    -- Wake waiting relays: the retried changes go out now, not at the next poll.
+    select n.n from n, lateral (select pg_notify('certyo_wakeup', '') where n.n > 0) as w
+    union all
+    select n.n from n where n.n = 0
 $$;
 
 -- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no

@@ -422,6 +422,58 @@ $$;
 comment on function certyo.capture() is
     'AFTER row trigger of tracked tables: writes the change to certyo.outbox in the same transaction.';
 
+-- sql/capture_rows.sql
+-- certyo.capture_rows(): AFTER INSERT / AFTER DELETE ... FOR EACH STATEMENT
+-- trigger on tracked (ordinary) tables, with transition tables (certyo_new,
+-- certyo_old). Updates keep the row trigger certyo.capture(). Writes the
+-- statement's changes to the outbox in one set-based INSERT, inside the
+-- writing transaction: a 100-row statement costs one trigger call, not 100.
+-- The payload is the whole row image; the claim removes certyo's status
+-- columns (off the write path). Arguments: table_id, the table's kind, then
+-- the key column names. Output settings are pinned so the payload text never
+-- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+--   INSERT: every new row (its version was stamped by certyo.capture_before).
+--   DELETE: every old row, with a new version.
+create or replace function certyo.capture_rows()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
+set datestyle = 'ISO, YMD'
+set intervalstyle = 'postgres'
+set extra_float_digits = 1
+set bytea_output = 'hex'
+set jit = off
+as $$
+declare
+    v_table integer := tg_argv[0]::integer;
+    v_key text := case when tg_nargs = 3 then tg_argv[2] end;
+    v_keys text[] := tg_argv[2:];
+begin
+    if tg_op = 'INSERT' then
+        insert into certyo.outbox (id, table_id, op, record_id, payload)
+        select x.v, v_table, 'I',
+               coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                        certyo.record_key_slow(v_table, x.j)),
+               x.j
+        from (select n.certyo_record_version as v, row_to_json(n) as j from certyo_new n) as x
+        order by x.v;
+    else
+        insert into certyo.outbox (id, table_id, op, record_id, payload)
+        select nextval('certyo.change_seq'), v_table, 'D',
+               coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                        certyo.record_key_slow(v_table, x.j)),
+               x.j
+        from (select row_to_json(o) as j from certyo_old o) as x;
+    end if;
+    return null;
+end
+$$;
+
+comment on function certyo.capture_rows() is
+    'AFTER statement trigger of tracked tables: writes the statement''s changes to certyo.outbox in the same transaction.';
+
 -- sql/wake.sql
 -- certyo.wake(): AFTER statement trigger on tracked tables. Sends a NOTIFY only
 -- while some relay is registered as waiting (certyo.waiting_relay), so a busy
@@ -667,18 +719,35 @@ begin
                            || v_key_names::text[]) as a);
     execute format('create trigger certyo_before before insert or update on %I.%I'
                    ' for each row execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
-    if 'insert' = any (v_ops) then
-        execute format('create trigger certyo_capture_insert after insert on %I.%I'
-                       ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+    -- Inserts and deletes of ordinary tables: statement-level triggers with transition
+    -- tables, one set-based outbox INSERT per statement. Partitioned tables: row-level
+    -- triggers, which partitions inherit, so direct writes to a partition are captured.
+    if v_rel.relkind = 'r' then
+        if 'insert' = any (v_ops) then
+            execute format('create trigger certyo_capture_insert after insert on %I.%I referencing new table as certyo_new'
+                           ' for each statement execute function certyo.capture_rows(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
+        if 'delete' = any (v_ops) then
+            execute format('create trigger certyo_capture_delete after delete on %I.%I referencing old table as certyo_old'
+                           ' for each statement execute function certyo.capture_rows(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
     end if;
+    -- Updates: a row trigger whose WHEN clause skips status write-backs (the version is
+    -- unchanged) without calling anything, so the relay's write-back stays cheap.
     if 'update' = any (v_ops) then
         execute format('create trigger certyo_capture_update after update on %I.%I for each row'
                        ' when (old.certyo_record_version is distinct from new.certyo_record_version)'
                        ' execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
     end if;
-    if 'delete' = any (v_ops) then
-        execute format('create trigger certyo_capture_delete after delete on %I.%I'
-                       ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+    if v_rel.relkind = 'p' then
+        if 'insert' = any (v_ops) then
+            execute format('create trigger certyo_capture_insert after insert on %I.%I'
+                           ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
+        if 'delete' = any (v_ops) then
+            execute format('create trigger certyo_capture_delete after delete on %I.%I'
+                           ' for each row execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+        end if;
     end if;
     -- Statement-level triggers are not inherited by partitions: put them on each.
     for v_part in select target union select relid from pg_partition_tree(target) loop
@@ -973,8 +1042,12 @@ as $$
             and (retry_parked.target is null or t.relid = retry_parked.target)
             and (retry_parked.record_id is null or o.record_id = retry_parked.record_id)
         returning 1
-    )
-    select count(*)::integer from r
+    ),
+    n as (select count(*)::integer as n from r)
+    -- Wake waiting relays: the retried changes go out now, not at the next poll.
+    select n.n from n, lateral (select pg_notify('certyo_wakeup', '') where n.n > 0) as w
+    union all
+    select n.n from n where n.n = 0
 $$;
 
 -- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no
@@ -1443,7 +1516,7 @@ grant usage on sequence certyo.change_seq to public;
 -- certyo_admin: table owners who turn tracking on and off.
 grant execute on function certyo.enable_tracking(regclass, name[], text, text[], name[], boolean) to certyo_admin;
 grant execute on function certyo.disable_tracking(regclass, boolean) to certyo_admin;
-grant execute on function certyo.capture_before(), certyo.capture(), certyo.wake(), certyo.refuse_truncate() to certyo_admin;
+grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.wake(), certyo.refuse_truncate() to certyo_admin;
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
 
