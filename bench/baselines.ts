@@ -89,7 +89,7 @@ async function main() {
       r.kill('SIGTERM');
     });
   };
-  const results: Record<string, unknown> = { burst: BURST, pollIntervalMs: POLL_MS };
+  const results: Record<string, unknown> = { burstSize: BURST, pollIntervalMs: POLL_MS };
   let listener: Baseline | undefined;
   let poller: Baseline | undefined;
   try {

@@ -26,7 +26,10 @@ async function main() {
     });
   try {
     console.log('write tax (pgbench, 3 interleaved rounds) ...');
-    const tax = execFileSync('bash', [`${paths.root}bench/write-tax.sh`, '5'], { env, encoding: 'utf8' });
+    const tax = execFileSync('bash', [`${paths.root}bench/write-tax.sh`, '4', '200000'], {
+      env,
+      encoding: 'utf8',
+    });
     const rounds = [...tax.matchAll(/round=(\d) op=(\w+) variant=(\w+) tps=([\d.]+)/g)].map((m) => ({
       round: Number(m[1]),
       op: m[2]!,
@@ -155,7 +158,7 @@ async function main() {
         `${sweep.rowsPerSecond} rows/s (rounds ${sweep.rounds.join(', ')})`,
       ],
       [
-        `versus the guide's LISTEN/NOTIFY listener (one POST per row), burst of ${baselines.burst} changes`,
+        `versus the guide's LISTEN/NOTIFY listener (one POST per row), burst of ${baselines.burstSize} changes`,
         '>= 10x delivered rows/s',
         `${baselines.certyoOverListener}x (${burst.certyo.rowsPerSecond} vs ${burst.listener.rowsPerSecond} rows/s; timestamp polling ${burst.polling.rowsPerSecond})`,
       ],

@@ -10,6 +10,7 @@
 # Operations: insert (one row per transaction), insert100 (one 100-row INSERT
 # statement per transaction), update and delete (one row, random id, of a
 # prefilled table). Then WAL bytes per single-row INSERT for each variant.
+# Variants run in a rotated order each round, each after a checkpoint.
 # Output: "round=R op=OP variant=V tps=X" and "wal variant=V bytes_per_change=X".
 # Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/write-tax.sh [seconds] [prefill rows]
 set -euo pipefail
@@ -68,15 +69,18 @@ for t in $variants; do
   printf '\\set id random(1, %d)\ndelete from %s where id = :id;\n' "$rows" "$t" > "$tmp/delete.$t.sql"
 done
 
-run() { # op variant table
+run() { # op variant table; each run starts after a checkpoint, so none pays another's full-page writes
   local tps
+  psql -qX "$url" -c checkpoint
   tps=$(pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" 2>/dev/null | awk '/^tps/ {print $3}')
   echo "round=$round op=$1 variant=$2 tps=$tps"
 }
 
 for round in 1 2 3; do
+  # Rotate the order of the variants from round to round.
+  order=$(echo $variants | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}')
   for op in insert insert100 update delete; do
-    for t in $variants; do
+    for t in $order; do
       [ "$t" = tracked_nowake ] && [ "$op" != insert ] && continue
       run "$op" "$t" "$t"
     done

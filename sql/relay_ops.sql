@@ -67,14 +67,22 @@ $$;
 
 -- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no
 -- longer) waiting for a wake-up. Rows of sessions that are gone are removed.
+-- Neither ever waits for a writer: a registration a writer is taking (see
+-- certyo.wake) is still visible until that writer commits, and its NOTIFY is
+-- on the way.
 create or replace function certyo.relay_wait()
 returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    delete from certyo.waiting_relay w where not exists (select from pg_stat_activity a where a.pid = w.pid);
-    insert into certyo.waiting_relay (pid) values (pg_backend_pid()) on conflict (pid) do nothing;
+    delete from certyo.waiting_relay w
+    where w.pid in (select x.pid from certyo.waiting_relay x
+                    where not exists (select from pg_stat_activity a where a.pid = x.pid)
+                    for update skip locked);
+    insert into certyo.waiting_relay (pid)
+    select pg_backend_pid()
+    where not exists (select from certyo.waiting_relay w where w.pid = pg_backend_pid());
 $$;
 
 create or replace function certyo.relay_busy()
@@ -83,5 +91,6 @@ language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    delete from certyo.waiting_relay where pid = pg_backend_pid();
+    delete from certyo.waiting_relay w
+    where w.pid in (select x.pid from certyo.waiting_relay x where x.pid = pg_backend_pid() for update skip locked);
 $$;

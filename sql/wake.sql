@@ -1,6 +1,10 @@
 -- certyo.wake(): AFTER statement trigger on tracked tables. Sends a NOTIFY only
 -- while some relay is registered as waiting (certyo.waiting_relay), so a busy
 -- or absent relay costs writers one index probe and no commit-time NOTIFY lock.
+-- One NOTIFY per wait: the first writer takes the registrations (skip locked:
+-- concurrent writers neither wait nor notify), and a woken relay registers
+-- again only when it finds nothing to claim. NOTIFY serialises commits, so
+-- notifying on every write while a relay keeps up would throttle the writers.
 create or replace function certyo.wake()
 returns trigger
 language plpgsql
@@ -9,7 +13,11 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     if exists (select from certyo.waiting_relay) then
-        perform pg_notify('certyo_wakeup', '');
+        delete from certyo.waiting_relay w
+        where w.pid in (select x.pid from certyo.waiting_relay x for update skip locked);
+        if found then
+            perform pg_notify('certyo_wakeup', '');
+        end if;
     end if;
     return null;
 end

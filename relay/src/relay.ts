@@ -61,7 +61,11 @@ export class Relay {
     // postgres.js re-issues LISTEN after a reconnect and calls onlisten again: poll then too.
     const sub = await this.sql.listen(
       'certyo_wakeup',
-      () => this.wake(),
+      () => {
+        // The notifying writer took our registration: register again when idle.
+        this.waiting = false;
+        this.wake();
+      },
       () => this.wake(),
     );
     this.unlisten = sub.unlisten;

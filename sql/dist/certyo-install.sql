@@ -478,6 +478,10 @@ comment on function certyo.capture_rows() is
 -- certyo.wake(): AFTER statement trigger on tracked tables. Sends a NOTIFY only
 -- while some relay is registered as waiting (certyo.waiting_relay), so a busy
 -- or absent relay costs writers one index probe and no commit-time NOTIFY lock.
+-- One NOTIFY per wait: the first writer takes the registrations (skip locked:
+-- concurrent writers neither wait nor notify), and a woken relay registers
+-- again only when it finds nothing to claim. NOTIFY serialises commits, so
+-- notifying on every write while a relay keeps up would throttle the writers.
 create or replace function certyo.wake()
 returns trigger
 language plpgsql
@@ -486,7 +490,11 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     if exists (select from certyo.waiting_relay) then
-        perform pg_notify('certyo_wakeup', '');
+        delete from certyo.waiting_relay w
+        where w.pid in (select x.pid from certyo.waiting_relay x for update skip locked);
+        if found then
+            perform pg_notify('certyo_wakeup', '');
+        end if;
     end if;
     return null;
 end
@@ -1052,14 +1060,22 @@ $$;
 
 -- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no
 -- longer) waiting for a wake-up. Rows of sessions that are gone are removed.
+-- Neither ever waits for a writer: a registration a writer is taking (see
+-- certyo.wake) is still visible until that writer commits, and its NOTIFY is
+-- on the way.
 create or replace function certyo.relay_wait()
 returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    delete from certyo.waiting_relay w where not exists (select from pg_stat_activity a where a.pid = w.pid);
-    insert into certyo.waiting_relay (pid) values (pg_backend_pid()) on conflict (pid) do nothing;
+    delete from certyo.waiting_relay w
+    where w.pid in (select x.pid from certyo.waiting_relay x
+                    where not exists (select from pg_stat_activity a where a.pid = x.pid)
+                    for update skip locked);
+    insert into certyo.waiting_relay (pid)
+    select pg_backend_pid()
+    where not exists (select from certyo.waiting_relay w where w.pid = pg_backend_pid());
 $$;
 
 create or replace function certyo.relay_busy()
@@ -1068,7 +1084,8 @@ language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    delete from certyo.waiting_relay where pid = pg_backend_pid();
+    delete from certyo.waiting_relay w
+    where w.pid in (select x.pid from certyo.waiting_relay x where x.pid = pg_backend_pid() for update skip locked);
 $$;
 
 -- sql/verification.sql
