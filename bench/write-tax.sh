@@ -40,9 +40,12 @@ begin
   return null;
 end \$\$;
 create trigger notify_change after insert or update or delete on notify for each row execute function notify_change();
--- Prefill for update and delete, behind the triggers (nothing captured, nothing notified).
+-- Prefill ids 1..rows in every table for update and delete, behind the triggers
+-- (nothing captured, nothing notified).
 set session_replication_role = replica;
-$(for t in $variants; do echo "insert into $t (name, price, qty, attrs) select 'widget', 19.99, 3, '{\"color\":\"red\"}' from generate_series(1, $rows);"; done)
+$(for t in $variants; do echo "insert into $t (id, name, price, qty, attrs) select g, 'widget', 19.99, 3, '{\"color\":\"red\"}' from generate_series(1, $rows) g;"; done)
+-- The tables share untracked's id sequence (like ... including all): start it past the prefill.
+select setval('untracked_id_seq', $rows);
 set session_replication_role = origin;
 vacuum analyze;
 SQL
