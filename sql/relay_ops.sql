@@ -65,32 +65,31 @@ as $$
     select n.n from n where n.n = 0
 $$;
 
--- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no
--- longer) waiting for a wake-up. Rows of sessions that are gone are removed.
--- Neither ever waits for a writer: a registration a writer is taking (see
--- certyo.wake) is still visible until that writer commits, and its NOTIFY is
--- on the way.
-create or replace function certyo.relay_wait()
+-- certyo.relay_wait(relay) / certyo.relay_busy(relay): the relay with this
+-- token is (no longer) waiting for a wake-up. Neither ever waits for a writer:
+-- a registration a writer is taking (see certyo.wake) is still visible until
+-- that writer commits, and its NOTIFY is on the way.
+create or replace function certyo.relay_wait(relay uuid)
 returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    delete from certyo.waiting_relay w
-    where w.pid in (select x.pid from certyo.waiting_relay x
-                    where not exists (select from pg_stat_activity a where a.pid = x.pid)
-                    for update skip locked);
-    insert into certyo.waiting_relay (pid)
-    select pg_backend_pid()
-    where not exists (select from certyo.waiting_relay w where w.pid = pg_backend_pid());
+    -- "not exists" first: a registration a writer is deleting is still visible
+    -- here, so the insert never waits on that writer's transaction.
+    insert into certyo.waiting_relay (relay)
+    select relay_wait.relay
+    where not exists (select from certyo.waiting_relay w where w.relay = relay_wait.relay)
+    on conflict do nothing;
 $$;
 
-create or replace function certyo.relay_busy()
+create or replace function certyo.relay_busy(relay uuid)
 returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
     delete from certyo.waiting_relay w
-    where w.pid in (select x.pid from certyo.waiting_relay x where x.pid = pg_backend_pid() for update skip locked);
+    where w.relay in (select x.relay from certyo.waiting_relay x
+                      where x.relay = relay_busy.relay for update skip locked);
 $$;

@@ -14,7 +14,7 @@ as $$
 begin
     if exists (select from certyo.waiting_relay) then
         delete from certyo.waiting_relay w
-        where w.pid in (select x.pid from certyo.waiting_relay x for update skip locked);
+        where w.relay in (select x.relay from certyo.waiting_relay x for update skip locked);
         if found then
             perform pg_notify('certyo_wakeup', '');
         end if;

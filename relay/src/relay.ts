@@ -3,7 +3,7 @@
 // what Certyo rejected. Woken by NOTIFY while idle, polling as a fallback.
 import { hash, randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import type { ReservedSql, Sql } from 'postgres';
+import type { Sql } from 'postgres';
 import type { CertyoClient, Outcome, RecordResult } from './certyo/client.js';
 import type { Config } from './config.js';
 import { Verifier } from './verifier.js';
@@ -36,7 +36,7 @@ export class Relay {
   private running = false;
   private workers: Promise<void>[] = [];
   private wakers = new Set<() => void>();
-  private control: ReservedSql | undefined;
+  /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
   private waiting = false;
   /** Acknowledged (deleted) since the relay last vacuumed the outbox; undefined: not allowed to vacuum. */
   private deletedSinceVacuum: number | undefined;
@@ -58,16 +58,14 @@ export class Relay {
     this.running = true;
     const database = this.cfg.database ?? ((await this.sql`select current_database() as d`)[0]!.d as string);
     this.database = database;
-    // postgres.js re-issues LISTEN after a reconnect and calls onlisten again: poll then too.
-    const sub = await this.sql.listen(
-      'certyo_wakeup',
-      () => {
-        // The notifying writer took our registration: register again when idle.
-        this.waiting = false;
-        this.wake();
-      },
-      () => this.wake(),
-    );
+    // The notifying writer took our registration: register again when idle. postgres.js
+    // re-issues LISTEN after a reconnect and calls onlisten again: a wake-up may have been
+    // lost meanwhile, so claim now and register again too.
+    const woken = () => {
+      this.waiting = false;
+      this.wake();
+    };
+    const sub = await this.sql.listen('certyo_wakeup', woken, woken);
     this.unlisten = sub.unlisten;
     this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => this.work(i));
     if (this.cfg.verify) {
@@ -106,12 +104,11 @@ export class Relay {
     await Promise.race([Promise.all([...this.workers, this.verifying]), deadline]);
     try {
       const [row] = await this.sql`select certyo.release(${this.token}) as n`;
-      if (this.control) await this.control`select certyo.relay_busy()`;
+      await this.sql`select certyo.relay_busy(${this.token})`;
       this.log.info({ released: row?.n }, 'relay stopped');
     } catch (err) {
       this.log.warn({ err }, 'could not release leases; they expire on their own');
     }
-    this.control?.release();
     await this.unlisten?.().catch(() => {});
   }
 
@@ -120,31 +117,31 @@ export class Relay {
     this.wakers.clear();
   }
 
+  /** Resolves after ms, or earlier (true) when woken. */
   private sleep(ms: number) {
-    return new Promise<void>((resolve) => {
-      const done = () => {
+    return new Promise<boolean>((resolve) => {
+      const done = (woken: boolean) => {
         clearTimeout(t);
-        this.wakers.delete(done);
-        resolve();
+        this.wakers.delete(wake);
+        resolve(woken);
       };
-      const t = setTimeout(done, ms);
-      this.wakers.add(done);
+      const wake = () => done(true);
+      const t = setTimeout(() => done(false), ms);
+      this.wakers.add(wake);
     });
   }
 
+  /**
+   * Registration goes through the pool under the relay's token: no connection
+   * of its own (postgres.js 3.4.9 never recovers a pool after a reserved
+   * connection the server terminated is released: porsager/postgres#1199).
+   */
   private async setWaiting(waiting: boolean) {
     if (this.waiting === waiting) return;
-    try {
-      this.control ??= await this.sql.reserve();
-      await (waiting ? this.control`select certyo.relay_wait()` : this.control`select certyo.relay_busy()`);
-      this.waiting = waiting;
-    } catch (err) {
-      // The reserved connection died (terminated, restarted): take a new one next time.
-      this.control?.release();
-      this.control = undefined;
-      this.waiting = false;
-      throw err;
-    }
+    await (waiting
+      ? this.sql`select certyo.relay_wait(${this.token})`
+      : this.sql`select certyo.relay_busy(${this.token})`);
+    this.waiting = waiting;
   }
 
   private async work(worker: number) {
@@ -163,7 +160,9 @@ export class Relay {
             await this.setWaiting(true);
             continue; // claim once more: a change committed just before we registered sent no NOTIFY
           }
-          await this.sleep(this.cfg.pollIntervalMs);
+          // Polled without a wake-up: one may have been lost (the listening connection was
+          // down when a writer took our registration). Register again.
+          if (!(await this.sleep(this.cfg.pollIntervalMs))) this.waiting = false;
           continue;
         }
         if (changes.length === this.cfg.batchSize) await this.setWaiting(false);

@@ -85,7 +85,7 @@ export class Verifier {
     private readonly token: string,
     private readonly database: string,
     private readonly running: () => boolean,
-    private readonly sleep: (ms: number) => Promise<void>,
+    private readonly sleep: (ms: number) => Promise<unknown>,
   ) {}
 
   async run() {

@@ -161,6 +161,25 @@ create index receipt_due on certyo.receipt (next_check_at) where next_check_at i
 insert into certyo.pgmigrations (name, run_on) values ('1763800000002_verification', now());
 \endif
 
+-- migration 1763800000003_wait-by-relay
+select not exists (select from certyo.pgmigrations where name = '1763800000003_wait-by-relay') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- A waiting relay is registered by its token, not by the backend that
+-- registered it: the relay registers and unregisters over any pooled
+-- connection, so it holds no session of its own for that (a held connection
+-- that the server terminated could stall the relay's pool). A registration of
+-- a relay that is gone costs one NOTIFY: the next writer takes it.
+drop function if exists certyo.relay_wait();
+drop function if exists certyo.relay_busy();
+drop table certyo.waiting_relay;
+create table certyo.waiting_relay (
+    relay uuid primary key,
+    since timestamptz not null default pg_catalog.now()
+);
+insert into certyo.pgmigrations (name, run_on) values ('1763800000003_wait-by-relay', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -491,7 +510,7 @@ as $$
 begin
     if exists (select from certyo.waiting_relay) then
         delete from certyo.waiting_relay w
-        where w.pid in (select x.pid from certyo.waiting_relay x for update skip locked);
+        where w.relay in (select x.relay from certyo.waiting_relay x for update skip locked);
         if found then
             perform pg_notify('certyo_wakeup', '');
         end if;
@@ -1058,34 +1077,33 @@ as $$
     select n.n from n where n.n = 0
 $$;
 
--- certyo.relay_wait() / certyo.relay_busy(): the calling session is (no
--- longer) waiting for a wake-up. Rows of sessions that are gone are removed.
--- Neither ever waits for a writer: a registration a writer is taking (see
--- certyo.wake) is still visible until that writer commits, and its NOTIFY is
--- on the way.
-create or replace function certyo.relay_wait()
+-- certyo.relay_wait(relay) / certyo.relay_busy(relay): the relay with this
+-- token is (no longer) waiting for a wake-up. Neither ever waits for a writer:
+-- a registration a writer is taking (see certyo.wake) is still visible until
+-- that writer commits, and its NOTIFY is on the way.
+create or replace function certyo.relay_wait(relay uuid)
 returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    delete from certyo.waiting_relay w
-    where w.pid in (select x.pid from certyo.waiting_relay x
-                    where not exists (select from pg_stat_activity a where a.pid = x.pid)
-                    for update skip locked);
-    insert into certyo.waiting_relay (pid)
-    select pg_backend_pid()
-    where not exists (select from certyo.waiting_relay w where w.pid = pg_backend_pid());
+    -- "not exists" first: a registration a writer is deleting is still visible
+    -- here, so the insert never waits on that writer's transaction.
+    insert into certyo.waiting_relay (relay)
+    select relay_wait.relay
+    where not exists (select from certyo.waiting_relay w where w.relay = relay_wait.relay)
+    on conflict do nothing;
 $$;
 
-create or replace function certyo.relay_busy()
+create or replace function certyo.relay_busy(relay uuid)
 returns void
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
     delete from certyo.waiting_relay w
-    where w.pid in (select x.pid from certyo.waiting_relay x where x.pid = pg_backend_pid() for update skip locked);
+    where w.relay in (select x.relay from certyo.waiting_relay x
+                      where x.relay = relay_busy.relay for update skip locked);
 $$;
 
 -- sql/verification.sql
@@ -1542,7 +1560,7 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to ce
 
 -- certyo_relay: the sidecar's verbs, nothing else.
 grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
-    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(), certyo.relay_busy(),
+    certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb)
     to certyo_relay;
 

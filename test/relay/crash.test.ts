@@ -161,6 +161,38 @@ describe('relay process faults', () => {
     await assertNothingLost(db.sql, api, 3300);
   });
 
+  test('backends terminated while the relay registers for wake-ups: it recovers and delivers', async () => {
+    // Hold the registration in flight (postgres.js 3.4.9 never recovers a pool after a
+    // reserved connection whose query was cut off is released: porsager/postgres#1199).
+    const blocker = await db.sql.reserve();
+    await blocker`begin`;
+    await blocker`lock table certyo.waiting_relay in access exclusive mode`;
+    spawnRelay({ CERTYO_BATCH_SIZE: '100' });
+    await until(async () => (await relayBackends()).some((b) => b.wait_event_type === 'Lock'));
+    await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
+                 where application_name = 'certyo-relay' and datname = current_database()`;
+    await blocker`rollback`;
+    blocker.release();
+    await until(async () => (await db.sql`select count(*)::int as n from certyo.waiting_relay`)[0]!.n > 0);
+    await writeLoad(1000);
+    await drained();
+    await assertNothingLost(db.sql, api, 1100);
+  });
+
+  test("an idle relay's backends terminated: it still wakes up and delivers, again and again", async () => {
+    spawnRelay({ CERTYO_BATCH_SIZE: '100' });
+    const registered = async () =>
+      (await db.sql`select count(*)::int as n from certyo.waiting_relay`)[0]!.n > 0;
+    for (let round = 0; round < 3; round++) {
+      await until(registered); // idle, waiting for a wake-up
+      await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
+                   where application_name = 'certyo-relay' and datname = current_database()`;
+      await db.sql`insert into items select g, 0 from generate_series(${round * 1000 + 1}::int, ${round * 1000 + 1000}::int) g`;
+      await drained();
+    }
+    await assertNothingLost(db.sql, api, 3000);
+  });
+
   test('3 relay processes on a 50,000-change backlog with one record updated 2,000 times: in order, nothing lost', async () => {
     await db.sql`insert into items select g, 0 from generate_series(1, 48000) g`;
     for (let i = 0; i < 2000; i += 100) {

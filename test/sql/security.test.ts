@@ -52,7 +52,7 @@ describe('privileges', () => {
       'truncate certyo.outbox',
       'select * from certyo.outbox',
       'delete from certyo.tracked_table',
-      'insert into certyo.waiting_relay values (1)',
+      'insert into certyo.waiting_relay values (gen_random_uuid())',
     ]) {
       await assert.rejects(app.unsafe(stmt), denied, stmt);
     }
