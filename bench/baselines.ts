@@ -6,20 +6,14 @@
 // it loses (changes while it is offline, deletes, late-committing transactions).
 // Their write tax is measured by bench/write-tax.sh (variants notify, polling).
 // Run: npm run build && node dist/bench/baselines.js [--burst N]
-import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import postgres from 'postgres';
-import { startEmbedded } from '../relay/src/embedded.js';
-import { migrate } from '../relay/src/install.js';
-import { startLocalCertyo } from '../relay/src/local-certyo/server.js';
-import { paths } from '../relay/src/paths.js';
 import { type Baseline, LISTENER_SQL, startListener } from './baselines/listener.js';
 import { POLLER_SQL, startPoller } from './baselines/poller.js';
+import { startBench, startRelay, stopRelay } from './harness.js';
 
 const { values } = parseArgs({ options: { burst: { type: 'string' } } });
 const BURST = Number(values.burst ?? 20_000);
-const KEY = `certyo_sk_test_${randomBytes(8).toString('hex')}`;
 const POLL_MS = 1000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const step = (s: string) => process.stderr.write(`baselines: ${s}\n`);
@@ -35,22 +29,9 @@ const TABLE: Record<Approach, string> = {
 };
 
 async function main() {
-  const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
-  const admin = process.env.DATABASE_URL ?? embedded!.adminUrl;
-  const name = `certyo_bench_${randomBytes(3).toString('hex')}`;
-  const root = postgres(admin, { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${name}`);
-  const u = new URL(admin);
-  u.pathname = `/${name}`;
-  const url = u.toString();
-  const sql = postgres(url, { max: 6, onnotice: () => {} });
-  const api = await startLocalCertyo({
-    keys: { [KEY]: 'bench' },
-    flushRecords: 1000,
-    flushMs: 1000,
-    anchorMs: 10,
-  });
-  const opts = { baseUrl: api.url, apiKey: KEY, tenantId: 'bench', database: name };
+  const bench = await startBench(6);
+  const { sql, api, name } = bench;
+  const opts = { baseUrl: api.url, apiKey: bench.key, tenantId: 'bench', database: name };
   const received = (a: Approach) =>
     api.ledger.list({
       tenantId: 'bench',
@@ -63,37 +44,22 @@ async function main() {
     while (!done()) await sleep(5);
   };
   let relay: ChildProcess | undefined;
-  const startRelay = async () => {
-    relay = spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        DATABASE_URL: url,
-        CERTYO_API_KEY: KEY,
-        CERTYO_TENANT_ID: 'bench',
-        CERTYO_BASE_URL: api.url,
-        CERTYO_VERIFY: 'off',
-        LOG_LEVEL: 'error',
-      },
-      stdio: 'inherit',
-    });
+  const relayUp = async () => {
+    relay = startRelay(bench, { CERTYO_VERIFY: 'off' });
     // Started when it has claimed once: a marker change arrives.
     const before = received('certyo');
     await sql`insert into orders (item, qty) values ('marker', 0)`;
     await until(() => received('certyo') > before);
   };
-  const stopRelay = async () => {
+  const relayDown = async () => {
     const r = relay!;
     relay = undefined;
-    await new Promise<void>((resolve) => {
-      r.once('exit', () => resolve());
-      r.kill('SIGTERM');
-    });
+    await stopRelay(r);
   };
   const results: Record<string, unknown> = { burstSize: BURST, pollIntervalMs: POLL_MS };
   let listener: Baseline | undefined;
   let poller: Baseline | undefined;
   try {
-    await migrate(sql, url);
     await sql.unsafe(`
       create table orders (id bigserial primary key, item text not null, qty int not null, updated_at timestamptz not null default now());
       select certyo.enable_tracking('orders');
@@ -101,7 +67,7 @@ async function main() {
       ${POLLER_SQL}
       alter sequence notify_orders_id_seq restart with 1000000000;
       alter sequence polled_orders_id_seq restart with 2000000000;`);
-    await startRelay();
+    await relayUp();
     listener = await startListener(sql, opts);
     poller = await startPoller(sql, { ...opts, intervalMs: POLL_MS });
 
@@ -144,13 +110,13 @@ async function main() {
     const losses: Record<string, Record<string, string>> = { certyo: {}, listener: {}, polling: {} };
     step('offline');
     // 3a. Changes committed while the consumer is offline.
-    await stopRelay();
+    await relayDown();
     await listener.stop();
     const offline = 100;
     const beforeOffline = { certyo: received('certyo'), listener: received('listener') };
     await sql`insert into orders (item, qty) select 'offline', g from generate_series(1, ${offline}) g`;
     await sql`insert into notify_orders (item, qty) select 'offline', g from generate_series(1, ${offline}) g`;
-    await startRelay(); // its marker arrives after the backlog (per-record order; claims are oldest first)
+    await relayUp(); // its marker arrives after the backlog (per-record order; claims are oldest first)
     listener = await startListener(sql, opts);
     await sql`insert into notify_orders (item, qty) values ('marker', 0)`;
     await until(() => received('listener') > beforeOffline.listener);
@@ -197,14 +163,10 @@ async function main() {
     losses.listener!.lateCommit = 'none lost: NOTIFY is sent at commit';
     results.losses = losses;
   } finally {
-    if (relay) await stopRelay();
+    if (relay) await relayDown();
     await listener?.stop();
     await poller?.stop();
-    await sql.end();
-    await api.close();
-    await root.unsafe(`drop database ${name} with (force)`);
-    await root.end();
-    await embedded?.stop();
+    await bench.close();
   }
   const burst = results.burst as Record<Approach, { rowsPerSecond: number }>;
   results.certyoOverListener = round(burst.certyo.rowsPerSecond / burst.listener.rowsPerSecond, 1);

@@ -4,22 +4,19 @@
 // system, and under open-loop load at 50% and 90% of the maximum rate
 // (latency counted from each change's scheduled time: no coordinated omission).
 // Run: npm run build && node dist/bench/relay.js [--backlog N] [--seconds S]
-// Uses DATABASE_URL (a superuser) or an embedded PostgreSQL; needs pgbench.
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+// Uses DATABASE_URL (a superuser) or an embedded PostgreSQL (bench/harness.ts); needs pgbench.
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import postgres, { type Sql } from 'postgres';
-import { startEmbedded } from '../relay/src/embedded.js';
-import { migrate } from '../relay/src/install.js';
-import { type LocalCertyo, startLocalCertyo } from '../relay/src/local-certyo/server.js';
+import type { Sql } from 'postgres';
+import type { LocalCertyo } from '../relay/src/local-certyo/server.js';
 import { paths } from '../relay/src/paths.js';
+import { startBench, startRelay, stopRelay } from './harness.js';
 
 const { values } = parseArgs({ options: { backlog: { type: 'string' }, seconds: { type: 'string' } } });
 const BACKLOG = Number(values.backlog ?? 200_000);
 const SECONDS = Number(values.seconds ?? 10);
-const KEY = `certyo_sk_test_${randomBytes(8).toString('hex')}`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const pct = (xs: number[], p: number) => {
@@ -27,27 +24,6 @@ const pct = (xs: number[], p: number) => {
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
 };
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
-
-function startRelay(url: string, api: LocalCertyo): ChildProcess {
-  return spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      DATABASE_URL: url,
-      CERTYO_API_KEY: KEY,
-      CERTYO_TENANT_ID: 'bench',
-      CERTYO_BASE_URL: api.url,
-      LOG_LEVEL: process.env.BENCH_RELAY_LOG_LEVEL ?? 'error',
-    },
-    stdio: 'inherit',
-  });
-}
-
-async function stopRelay(child: ChildProcess) {
-  await new Promise<void>((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-  });
-}
 
 /** CPU seconds (user + system) and peak resident memory (MB) of a child process, from /proc. */
 function usage(child: ChildProcess): { cpuSeconds: number; peakRssMb: number } {
@@ -73,24 +49,11 @@ function arrivals(api: LocalCertyo) {
 }
 
 async function main() {
-  const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
-  const admin = process.env.DATABASE_URL ?? embedded!.adminUrl;
-  const name = `certyo_bench_${randomBytes(3).toString('hex')}`;
-  const root = postgres(admin, { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${name}`);
-  const u = new URL(admin);
-  u.pathname = `/${name}`;
-  const url = u.toString();
-  const sql = postgres(url, { max: 8, onnotice: () => {} });
-  const api = await startLocalCertyo({
-    keys: { [KEY]: 'bench' },
-    flushRecords: 1000,
-    flushMs: 1000,
-    anchorMs: 10,
-  });
+  const bench = await startBench(8);
+  const { sql, url, api } = bench;
   const results: Record<string, unknown> = {};
+  let version = '';
   try {
-    await migrate(sql, url);
     await sql`create table events (id bigserial primary key, kind text not null, amount numeric(12,2), at timestamptz default now(), attrs json)`;
     await sql`select certyo.enable_tracking('events')`;
 
@@ -115,7 +78,7 @@ async function main() {
     ];
     api.requests.length = 0;
     const t0 = performance.now();
-    let relay = startRelay(url, api);
+    let relay = startRelay(bench);
     await untilDrained(sql);
     const drainSeconds = (performance.now() - t0) / 1000;
     const used = usage(relay);
@@ -131,7 +94,7 @@ async function main() {
     await stopRelay(relay);
 
     // 3. Single changes into an idle system (relay waiting; its fallback poll is 1 s, so this measures the wake-up).
-    relay = startRelay(url, api);
+    relay = startRelay(bench);
     await sleep(1500);
     api.requests.length = 0;
     const idle: number[] = [];
@@ -187,16 +150,12 @@ async function main() {
       };
     }
     await stopRelay(relay);
+    [{ version }] = (await sql`select current_setting('server_version') as version`) as unknown as [
+      { version: string },
+    ];
   } finally {
-    await sql.end();
-    await api.close();
-    await root.unsafe(`drop database ${name} with (force)`);
-    await root.end();
-    await embedded?.stop();
+    await bench.close();
   }
-  const [version] = execFileSync('psql', ['-XAtc', 'show server_version', admin], { encoding: 'utf8' }).split(
-    '\n',
-  );
   const report = {
     date: new Date().toISOString(),
     machine: `${cpus().length} x ${cpus()[0]?.model}`,

@@ -5,43 +5,23 @@
 // go on while the snapshot is held (vacuum cannot remove what it still sees).
 // Run: npm run build && node dist/bench/soak.js [--seconds S]   (npm run bench -- --soak)
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
-import postgres from 'postgres';
-import { startEmbedded } from '../relay/src/embedded.js';
-import { migrate } from '../relay/src/install.js';
-import { startLocalCertyo } from '../relay/src/local-certyo/server.js';
-import { paths } from '../relay/src/paths.js';
+import { startBench, startRelay, stopRelay } from './harness.js';
 
 const { values } = parseArgs({ options: { seconds: { type: 'string' } } });
 const SECONDS = Number(values.seconds ?? 600);
-const KEY = `certyo_sk_test_${randomBytes(8).toString('hex')}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main() {
-  const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
-  const admin = process.env.DATABASE_URL ?? embedded!.adminUrl;
-  const name = `certyo_bench_${randomBytes(3).toString('hex')}`;
-  const root = postgres(admin, { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${name}`);
-  const u = new URL(admin);
-  u.pathname = `/${name}`;
-  const url = u.toString();
-  const sql = postgres(url, { max: 3, onnotice: () => {} });
-  const api = await startLocalCertyo({
-    keys: { [KEY]: 'bench' },
-    flushRecords: 1000,
-    flushMs: 1000,
-    anchorMs: 10,
-  });
+  const bench = await startBench(3);
+  const { sql, url } = bench;
   let relay: ChildProcess | undefined;
   let load: ChildProcess | undefined;
   const samples: Array<Record<string, number>> = [];
   const result: Record<string, unknown> = { seconds: SECONDS };
   try {
-    await migrate(sql, url);
     await sql`create table events (id bigserial primary key, kind text not null, amount numeric(12,2), at timestamptz default now())`;
     await sql`select certyo.enable_tracking('events')`;
     const script = `${tmpdir()}/certyo-soak-${process.pid}.sql`;
@@ -57,18 +37,7 @@ async function main() {
     const rate = Math.round(max * 0.8);
     result.maxTrackedWriteTps = Math.round(max);
     result.targetRate = rate;
-    relay = spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        DATABASE_URL: url,
-        CERTYO_API_KEY: KEY,
-        CERTYO_TENANT_ID: 'bench',
-        CERTYO_BASE_URL: api.url,
-        CERTYO_VERIFY: 'off',
-        LOG_LEVEL: 'error',
-      },
-      stdio: 'inherit',
-    });
+    relay = startRelay(bench, { CERTYO_VERIFY: 'off' });
     load = spawn(
       'pgbench',
       ['-n', '-c', '8', '-j', '2', '-R', String(rate), '-T', String(SECONDS), '-f', script, url],
@@ -121,14 +90,9 @@ async function main() {
     result.deliveredWhileSnapshotHeld = (held.at(-1)?.delivered ?? 0) - (held[0]?.delivered ?? 0);
     result.samples = samples;
   } finally {
-    relay?.kill('SIGTERM');
     load?.kill('SIGTERM');
-    await sleep(500);
-    await sql.end();
-    await api.close();
-    await root.unsafe(`drop database ${name} with (force)`);
-    await root.end();
-    await embedded?.stop();
+    if (relay) await stopRelay(relay);
+    await bench.close();
   }
   console.log(JSON.stringify(result, null, 2));
 }

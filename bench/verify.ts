@@ -5,41 +5,21 @@
 // verification requests; then certyo.verify() over the whole table, rows/s.
 // Run: npm run build && node dist/bench/verify.js [--rows N]
 // Uses DATABASE_URL (a superuser) or an embedded PostgreSQL.
-import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import type { ChildProcess } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import postgres from 'postgres';
-import { startEmbedded } from '../relay/src/embedded.js';
-import { migrate } from '../relay/src/install.js';
-import { startLocalCertyo } from '../relay/src/local-certyo/server.js';
-import { paths } from '../relay/src/paths.js';
+import { startBench, startRelay } from './harness.js';
 
 const { values } = parseArgs({ options: { rows: { type: 'string' } } });
 const ROWS = Number(values.rows ?? 100_000);
-const KEY = `certyo_sk_test_${randomBytes(8).toString('hex')}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 async function main() {
-  const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
-  const admin = process.env.DATABASE_URL ?? embedded!.adminUrl;
-  const name = `certyo_bench_${randomBytes(3).toString('hex')}`;
-  const root = postgres(admin, { max: 1, onnotice: () => {} });
-  await root.unsafe(`create database ${name}`);
-  const u = new URL(admin);
-  u.pathname = `/${name}`;
-  const url = u.toString();
-  const sql = postgres(url, { max: 4, onnotice: () => {} });
-  const api = await startLocalCertyo({
-    keys: { [KEY]: 'bench' },
-    flushRecords: 1000,
-    flushMs: 1000,
-    anchorMs: 10,
-  });
+  const bench = await startBench(4);
+  const { sql, api } = bench;
   let relay: ChildProcess | undefined;
   const results: Record<string, unknown> = { rows: ROWS };
   try {
-    await migrate(sql, url);
     await sql`create table accounts (id bigint primary key, owner text not null, balance numeric(14,2) not null,
                                      opened timestamptz not null default now(), attrs json)`;
     await sql`select certyo.enable_tracking('accounts')`;
@@ -47,19 +27,7 @@ async function main() {
               select g, 'owner ' || g, g * 1.5, json_build_object('tier', g % 4) from generate_series(1, ${ROWS}) g`;
 
     const t0 = performance.now();
-    relay = spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
-      env: {
-        PATH: process.env.PATH ?? '',
-        DATABASE_URL: url,
-        CERTYO_API_KEY: KEY,
-        CERTYO_TENANT_ID: 'bench',
-        CERTYO_BASE_URL: api.url,
-        CERTYO_VERIFY_DELAY_MS: '0',
-        CERTYO_VERIFY_INTERVAL_MS: '200',
-        LOG_LEVEL: process.env.BENCH_RELAY_LOG_LEVEL ?? 'error',
-      },
-      stdio: 'inherit',
-    });
+    relay = startRelay(bench, { CERTYO_VERIFY_DELAY_MS: '0', CERTYO_VERIFY_INTERVAL_MS: '200' });
     const samples: Array<{ s: number; pending: number; unverified: number }> = [];
     let deliveredAt = 0;
     for (;;) {
@@ -118,11 +86,7 @@ async function main() {
     };
   } finally {
     relay?.kill('SIGKILL');
-    await sql.end();
-    await api.close();
-    await root.unsafe(`drop database ${name} with (force)`);
-    await root.end();
-    await embedded?.stop();
+    await bench.close();
   }
   console.log(JSON.stringify(results, null, 2));
 }
