@@ -10,6 +10,7 @@ import type { Sql } from 'postgres';
 import type { Answer, CertyoClient } from './certyo/client.js';
 import { buildTree, type ProofStep, proofFor, rootOf, walkProof } from './certyo/merkle.js';
 import type { Config } from './config.js';
+import { push } from './maps.js';
 
 interface Due {
   id: string;
@@ -54,6 +55,8 @@ interface Item {
   blockNumber?: unknown;
   ipfsCid?: unknown;
   anchoredAt?: unknown;
+  /** Only from /verify/payload: the proof it already returned. */
+  merkleProof?: unknown;
 }
 
 interface Tree {
@@ -167,9 +170,7 @@ export class Verifier {
         results.push({ id: r.id, status: r.anchor_status, checked: false, next_check_ms: null });
         continue;
       }
-      const list = byCollection.get(r.collection);
-      if (list) list.push(r);
-      else byCollection.set(r.collection, [r]);
+      push(byCollection, r.collection, r);
     }
     const trees = new Map<string, Tree | null>();
     for (const [collection, receipts] of byCollection) {
@@ -222,12 +223,16 @@ export class Verifier {
     return found;
   }
 
-  private async byHash(hash: string): Promise<Item | undefined> {
-    const answer = await this.ask(
+  private verifyPayload(hash: string): Promise<Answer> {
+    return this.ask(
       'POST',
       '/api/v1/verify/payload',
       JSON.stringify({ tenantId: this.cfg.tenantId, recordHash: hash }),
     );
+  }
+
+  private async byHash(hash: string): Promise<Item | undefined> {
+    const answer = await this.verifyPayload(hash);
     if (answer.kind !== 'ok') return undefined;
     const b = answer.body as Record<string, unknown>;
     const status =
@@ -246,6 +251,7 @@ export class Verifier {
       blockNumber: b.blockNumber,
       ipfsCid: b.ipfsCid,
       anchoredAt: b.anchoredAt,
+      merkleProof: b.merkleProof,
     };
   }
 
@@ -261,7 +267,7 @@ export class Verifier {
     const status = str(item?.status);
     if (item && status === 'Anchored' && item.onChainConfirmed !== false && hash && HEX64.test(hash)) {
       const root = hex(item.onChainMerkleRoot);
-      const proof = await this.proof(hash, str(item.batchId), trees);
+      const proof = await this.proof(hash, item, trees);
       if (proof.kind !== 'proof') {
         return proof.kind === 'unknown' ? this.notYet(r, proof.detail) : this.mismatch(r, proof.detail);
       }
@@ -297,12 +303,16 @@ export class Verifier {
     return this.notYet(r, item ? `Certyo status ${status ?? 'unknown'}` : 'not found at Certyo yet', hash);
   }
 
-  /** The proof of one leaf: from the batch's leaves when Certyo lists them, else from /verify/payload. */
+  /**
+   * The proof of one leaf: from the batch's leaves when Certyo lists them, else
+   * from /verify/payload (asked only if the item did not come from there).
+   */
   private async proof(
     hash: string,
-    batchId: string | null,
+    item: Item,
     trees: Map<string, Tree | null>,
   ): Promise<{ kind: 'proof'; steps: ProofStep[] } | { kind: 'bad' | 'unknown'; detail: string }> {
+    const batchId = str(item.batchId);
     if (batchId !== null && !trees.has(batchId)) trees.set(batchId, await this.tree(batchId));
     const tree = batchId === null ? null : trees.get(batchId);
     if (tree) {
@@ -311,13 +321,12 @@ export class Verifier {
         return { kind: 'bad', detail: `record hash is not a leaf of batch ${batchId}` };
       return { kind: 'proof', steps: proofFor(tree.levels, index) };
     }
-    const answer = await this.ask(
-      'POST',
-      '/api/v1/verify/payload',
-      JSON.stringify({ tenantId: this.cfg.tenantId, recordHash: hash }),
-    );
-    if (answer.kind !== 'ok') return { kind: 'unknown', detail: describe(answer) };
-    const steps = (answer.body as { merkleProof?: unknown }).merkleProof;
+    let steps = item.merkleProof;
+    if (steps === undefined) {
+      const answer = await this.verifyPayload(hash);
+      if (answer.kind !== 'ok') return { kind: 'unknown', detail: describe(answer) };
+      steps = (answer.body as { merkleProof?: unknown }).merkleProof;
+    }
     const valid =
       Array.isArray(steps) &&
       steps.every(

@@ -6,6 +6,7 @@
 // anything was tampered with.
 import { parseArgs } from 'node:util';
 import { connect } from './db.js';
+import { groupBy } from './maps.js';
 
 const VERDICTS = ['anchored', 'pending', 'tampered', 'never_anchored'] as const;
 type Verdict = (typeof VERDICTS)[number];
@@ -154,15 +155,4 @@ export async function verifyCommand(args: string[]): Promise<number> {
   } finally {
     await sql.end();
   }
-}
-
-function groupBy<T>(list: T[], key: (t: T) => string): Map<string, T[]> {
-  const m = new Map<string, T[]>();
-  for (const x of list) {
-    const k = key(x);
-    const l = m.get(k);
-    if (l) l.push(x);
-    else m.set(k, [x]);
-  }
-  return m;
 }

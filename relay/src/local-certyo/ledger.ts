@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { canonical, type JsonObject } from '../certyo/json.js';
 import { buildTree, type ProofStep, proofFor, rootOf, sha256hex } from '../certyo/merkle.js';
+import { push } from '../maps.js';
 import type { RecordInput } from './validate.js';
 
 export type SnapshotStatus = 'Ingested' | 'PendingAnchor' | 'Batched' | 'Anchored' | 'Failed';
@@ -341,10 +342,4 @@ export class Ledger {
     this.timers.add(t);
     return t;
   }
-}
-
-function push<K, V>(map: Map<K, V[]>, key: K, value: V) {
-  const list = map.get(key);
-  if (list) list.push(value);
-  else map.set(key, [value]);
 }
