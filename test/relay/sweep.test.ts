@@ -5,14 +5,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import postgres from 'postgres';
-import { CertyoClient } from '../../relay/src/certyo/client.js';
-import { loadConfig } from '../../relay/src/config.js';
 import { type LocalCertyo, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
-import { createLogger } from '../../relay/src/log.js';
 import { paths } from '../../relay/src/paths.js';
-import { Relay } from '../../relay/src/relay.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
+import { startTestRelay } from '../harness/relay.js';
 
 const KEY = 'certyo_sk_test_sweep_0123456789abcdef';
 const exec = promisify(execFile);
@@ -44,7 +40,7 @@ async function settled() {
 
 /** Delivers and anchors everything captured so far, with a relay that then stops. */
 async function deliverAll() {
-  const cfg = loadConfig({
+  const r = await startTestRelay(db.url, {
     CERTYO_API_KEY: KEY,
     CERTYO_TENANT_ID: 'acme',
     CERTYO_BASE_URL: api.url,
@@ -52,14 +48,8 @@ async function deliverAll() {
     CERTYO_VERIFY_DELAY_MS: '0',
     CERTYO_VERIFY_INTERVAL_MS: '20',
   });
-  const sql = postgres(db.url, { max: 4, onnotice: () => {} });
-  const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: 10_000 });
-  const relay = new Relay(cfg, sql, client, createLogger('silent', [KEY]));
-  await relay.start();
   await settled();
-  await relay.stop();
-  await client.close();
-  await sql.end();
+  await r.close();
 }
 
 before(async () => {

@@ -3,56 +3,37 @@
 // states without loops; a lying service is caught; write-back never costs a
 // user transaction an update or a deadlock.
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { after, afterEach, before, describe, test } from 'node:test';
 import postgres from 'postgres';
-import { CertyoClient } from '../../relay/src/certyo/client.js';
 import { walkProof } from '../../relay/src/certyo/merkle.js';
-import { loadConfig } from '../../relay/src/config.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
-import { createLogger } from '../../relay/src/log.js';
-import { Relay } from '../../relay/src/relay.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
+import { startTestRelay, type TestRelay } from '../harness/relay.js';
 
 const KEY = 'certyo_sk_test_verify_0123456789abcdef';
 let db: TestDb;
 let api: LocalCertyo;
 let logLines: string[] = [];
-const running: Array<{ relay: Relay; close: () => Promise<void> }> = [];
+const running: TestRelay[] = [];
 
 async function startRelay(env: Record<string, string> = {}) {
-  const cfg = loadConfig({
-    CERTYO_API_KEY: KEY,
-    CERTYO_TENANT_ID: 'acme',
-    CERTYO_BASE_URL: api.url,
-    CERTYO_BACKOFF_BASE_MS: '5',
-    CERTYO_BACKOFF_MAX_MS: '200',
-    CERTYO_POLL_INTERVAL_MS: '50',
-    CERTYO_VERIFY_DELAY_MS: '0',
-    CERTYO_VERIFY_INTERVAL_MS: '20',
-    CERTYO_VERIFY_ATTEMPTS: '5',
-    CERTYO_VERIFY_RECHECK_MS: '3600000',
-    ...env,
-  });
-  const sink = new Writable({
-    write(chunk, _enc, cb) {
-      logLines.push(String(chunk));
-      if (process.env.CERTYO_TEST_LOG) process.stderr.write(chunk);
-      cb();
+  const entry = await startTestRelay(
+    db.url,
+    {
+      CERTYO_API_KEY: KEY,
+      CERTYO_TENANT_ID: 'acme',
+      CERTYO_BASE_URL: api.url,
+      CERTYO_BACKOFF_BASE_MS: '5',
+      CERTYO_BACKOFF_MAX_MS: '200',
+      CERTYO_POLL_INTERVAL_MS: '50',
+      CERTYO_VERIFY_DELAY_MS: '0',
+      CERTYO_VERIFY_INTERVAL_MS: '20',
+      CERTYO_VERIFY_ATTEMPTS: '5',
+      CERTYO_VERIFY_RECHECK_MS: '3600000',
+      ...env,
     },
-  });
-  const sql = postgres(db.url, { max: cfg.concurrency + 2, onnotice: () => {} });
-  const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
-  const relay = new Relay(cfg, sql, client, createLogger('debug', [cfg.apiKey], sink));
-  await relay.start();
-  const entry = {
-    relay,
-    close: async () => {
-      await relay.stop();
-      await client.close();
-      await sql.end();
-    },
-  };
+    (line) => logLines.push(line),
+  );
   running.push(entry);
   return entry;
 }

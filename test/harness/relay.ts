@@ -1,0 +1,41 @@
+// A relay in the test process: configured like the sidecar (loadConfig), on its
+// own connection pool, with its log lines handed to the test (debug level;
+// echoed to stderr when CERTYO_TEST_LOG is set), or silent.
+import { Writable } from 'node:stream';
+import postgres from 'postgres';
+import { CertyoClient } from '../../relay/src/certyo/client.js';
+import { loadConfig } from '../../relay/src/config.js';
+import { createLogger } from '../../relay/src/log.js';
+import { Relay } from '../../relay/src/relay.js';
+
+export interface TestRelay {
+  relay: Relay;
+  close(): Promise<void>;
+}
+
+export async function startTestRelay(
+  dbUrl: string,
+  env: Record<string, string | undefined>,
+  onLog?: (line: string) => void,
+): Promise<TestRelay> {
+  const cfg = loadConfig(env);
+  const sink = new Writable({
+    write(chunk, _enc, cb) {
+      onLog?.(String(chunk));
+      if (process.env.CERTYO_TEST_LOG) process.stderr.write(chunk);
+      cb();
+    },
+  });
+  const sql = postgres(dbUrl, { max: cfg.concurrency + 2, onnotice: () => {} });
+  const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
+  const relay = new Relay(cfg, sql, client, createLogger(onLog ? 'debug' : 'silent', [cfg.apiKey], sink));
+  await relay.start();
+  return {
+    relay,
+    close: async () => {
+      await relay.stop();
+      await client.close();
+      await sql.end();
+    },
+  };
+}
