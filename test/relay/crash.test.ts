@@ -151,7 +151,10 @@ describe('relay process faults', () => {
 
   test("the relay's backends terminated again and again during a drain: it reconnects, nothing lost", async () => {
     await writeLoad(3000);
-    spawnRelay({ CERTYO_BATCH_SIZE: '100' });
+    // Small, slowed batches: the drain outlasts the six terminations (a fast relay could
+    // finish before them, and the test would wait for an arrival that never comes).
+    api.faults.latencyMs = 20;
+    spawnRelay({ CERTYO_BATCH_SIZE: '20' });
     for (let i = 0; i < 6; i++) {
       await api.nextArrival();
       await db.sql`select pg_terminate_backend(pid) from pg_stat_activity
