@@ -13,3 +13,13 @@ export function groupBy<K, T>(items: Iterable<T>, key: (t: T) => K): Map<K, T[]>
   for (const x of items) push(groups, key(x), x);
   return groups;
 }
+
+/** The value at key, created by make() and stored when missing. */
+export function getOrAdd<K, V>(map: Map<K, V>, key: K, make: () => V): V {
+  let v = map.get(key);
+  if (v === undefined) {
+    v = make();
+    map.set(key, v);
+  }
+  return v;
+}

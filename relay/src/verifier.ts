@@ -8,7 +8,7 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { Answer, CertyoClient } from './certyo/client.js';
-import { buildTree, type ProofStep, proofFor, rootOf, walkProof } from './certyo/merkle.js';
+import { buildTree, type Levels, type ProofStep, proofFor, rootOf, walkProof } from './certyo/merkle.js';
 import type { Config } from './config.js';
 import { push } from './maps.js';
 
@@ -60,7 +60,7 @@ interface Item {
 }
 
 interface Tree {
-  levels: Buffer[][];
+  levels: Levels;
   leafIndex: Map<string, number>;
 }
 

@@ -103,6 +103,12 @@ describe('ingestion', () => {
       (await call('POST', '/api/v1/records/bulk', { tenantId: 'acme', records: [rec('a')] }, OTHER)).status,
       403,
     );
+    // Records before the tenant in the body: still refused whole, nothing ingested.
+    const before = srv.ledger.all.length;
+    const theirs = [rec('b', { n: 1 }, { tenantId: 'globex' }), rec('c', { n: 1 }, { tenantId: 'globex' })];
+    const recordsFirst = `{"records":${JSON.stringify(theirs)},"tenantId":"acme"}`;
+    assert.equal((await call('POST', '/api/v1/records/bulk', undefined, OTHER, recordsFirst)).status, 403);
+    assert.equal(srv.ledger.all.length, before);
     assert.equal((await call('GET', '/api/v1/snapshots?tenantId=acme', undefined, OTHER)).status, 403);
     const mine = await call('POST', '/api/v1/records', rec('private'));
     assert.equal(

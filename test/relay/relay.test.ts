@@ -73,9 +73,7 @@ describe('relay', () => {
     const [row] =
       await db.sql`select certyo_anchor_status as s, certyo_record_hash as h, certyo_record_version::text as v from products where id = 7`;
     assert.equal(row!.s, 'submitted');
-    const snap = [...api.ledger.snapshots.values()].find(
-      (s) => s.recordId === '7' && s.recordVersion === row!.v,
-    );
+    const snap = api.ledger.all.find((s) => s.recordId === '7' && s.recordVersion === row!.v);
     assert.equal(row!.h, snap?.recordHash, 'the row carries the hash Certyo returned for its version');
     // Write-back produced no change records: nothing new to deliver.
     const [left] = await db.sql`select count(*)::int as n from certyo.outbox`;
@@ -87,7 +85,7 @@ describe('relay', () => {
     await db.sql`insert into products (id, sku, price, big) values (1, 'x', 1.10, 9007199254740993)`;
     await startRelay();
     await drained();
-    const snap = [...api.ledger.snapshots.values()].findLast((s) => s.recordId === '1')!;
+    const snap = api.ledger.all.findLast((s) => s.recordId === '1')!;
     assert.equal(snap.collection, 'public.products');
     assert.equal(snap.database, db.name);
     assert.equal(snap.operationType, 'insert');

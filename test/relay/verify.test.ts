@@ -90,9 +90,7 @@ describe('verification', () => {
                certyo_record_version::text as v
         from items order by id`;
       assert.equal(rows.filter((x) => x.s === 'anchored').length, 2500);
-      const snaps = new Map(
-        [...api.ledger.snapshots.values()].map((s) => [`${s.recordId}/${s.recordVersion}`, s]),
-      );
+      const snaps = new Map(api.ledger.all.map((s) => [`${s.recordId}/${s.recordVersion}`, s]));
       for (const row of rows) {
         assert.equal(row.h, snaps.get(`${row.id}/${row.v}`)?.recordHash, `row ${row.id}: Certyo's hash`);
         assert.ok(row.va instanceof Date, `row ${row.id}: verified_at set`);
@@ -145,7 +143,7 @@ describe('verification', () => {
       await db.sql`select certyo_anchor_status as s, certyo_record_hash as h, certyo_record_version::text as v from items where id = 1`;
     assert.equal(row!.v, v2!.v);
     assert.equal(row!.s, 'anchored');
-    const snap2 = [...api.ledger.snapshots.values()].find((s) => s.recordVersion === v2!.v)!;
+    const snap2 = api.ledger.all.find((s) => s.recordVersion === v2!.v)!;
     assert.equal(row!.h, snap2.recordHash, 'the row carries the newer version hash');
     const hist = await db.sql`select version::text from certyo.record_history('items', '1')`;
     assert.deepEqual(

@@ -3,9 +3,17 @@
 // and verification with Merkle proofs.
 import { randomUUID } from 'node:crypto';
 import { canonical, type JsonObject } from '../certyo/json.js';
-import { buildTree, type ProofStep, proofFor, rootOf, sha256hex } from '../certyo/merkle.js';
-import { push } from '../maps.js';
-import type { RecordInput } from './validate.js';
+import {
+  buildTree,
+  type Levels,
+  leavesOf,
+  type ProofStep,
+  proofFor,
+  rootOf,
+  sha256hex,
+} from '../certyo/merkle.js';
+import { getOrAdd } from '../maps.js';
+import type { RecordFields } from './validate.js';
 
 export type SnapshotStatus = 'Ingested' | 'PendingAnchor' | 'Batched' | 'Anchored' | 'Failed';
 
@@ -26,13 +34,42 @@ export interface Snapshot {
   updatedAt: string;
   batchId: string | null;
   leafIndex: number;
+  /** ingestedAt in epoch milliseconds (the idempotency window). */
+  ingestedMs: number;
+}
+
+/**
+ * A copy of a string that keeps nothing else alive. Parsed strings are V8
+ * slices of the request body: keeping one would keep the whole body in memory.
+ */
+export const own = (s: string) => (s.length < 13 ? s : ` ${s}`.slice(1));
+
+/** Most keys index one snapshot: no list is allocated for them. */
+type OneOrMany = Snapshot | Snapshot[];
+
+function add(map: Map<string, OneOrMany>, key: string, s: Snapshot) {
+  const had = map.get(key);
+  if (had === undefined) map.set(key, s);
+  else if (Array.isArray(had)) had.push(s);
+  else map.set(key, [had, s]);
+}
+
+const listOf = (x: OneOrMany | undefined): Snapshot[] => (x === undefined ? [] : Array.isArray(x) ? x : [x]);
+
+/** One tenant's database collection: its snapshots in ingestion order, and by record. */
+interface Collection {
+  tenantId: string;
+  database: string;
+  collection: string;
+  snapshots: Snapshot[];
+  byRecord: Map<string, OneOrMany>;
 }
 
 interface Batch {
   batchId: string;
   seq: number;
   snapshots: Snapshot[];
-  levels: Buffer[][];
+  levels: Levels;
   root: string;
   ipfsCid: string;
   polygonTxHash: string;
@@ -72,16 +109,34 @@ const forged = (hex: string) => sha256hex(`forged:${hex}`);
 export const recordHash = (payload: JsonObject) => sha256hex(canonical(payload));
 const collectionKey = (r: { tenantId: string; database: string; collection: string }) =>
   `${r.tenantId}\u0000${r.database}\u0000${r.collection}`;
-const recordKey = (r: { tenantId: string; database: string; collection: string; recordId: string }) =>
-  `${r.tenantId}\u0000${r.database}\u0000${r.collection}\u0000${r.recordId}`;
+
+const resultOf = (s: Snapshot, replayed: boolean): IngestResult => ({
+  recordId: s.recordId,
+  recordHash: s.recordHash,
+  tenantId: s.tenantId,
+  acceptedAt: s.ingestedAt,
+  idempotencyReplayed: replayed,
+  snapshotId: s.snapshotId,
+});
 
 export class Ledger {
-  readonly snapshots = new Map<string, Snapshot>();
-  private readonly byRecord = new Map<string, Snapshot[]>();
-  private readonly byHash = new Map<string, Snapshot[]>();
-  /** Per tenant, database and collection, in ingestion order (so ingestedAt ascends). */
-  private readonly byCollection = new Map<string, Snapshot[]>();
-  private readonly idempotency = new Map<string, { result: IngestResult; at: number }>();
+  /** Every snapshot, in ingestion order. */
+  readonly all: Snapshot[] = [];
+  /**
+   * Lookups by snapshot id, record and hash are built when first asked for, so
+   * ingestion pays for none of them: `indexed` is how far they have read `all`.
+   */
+  private indexed = 0;
+  private readonly byId = new Map<string, Snapshot>();
+  /** Per tenant, database and collection (snapshots in ingestion order, so ingestedAt ascends). */
+  private readonly collections = new Map<string, Collection>();
+  /** Per tenant: by record hash; by idempotency key. */
+  private readonly byHash = new Map<string, Map<string, OneOrMany>>();
+  private readonly idempotency = new Map<string, Map<string, Snapshot>>();
+  /** The last collection ingested into (a bulk request is mostly one collection). */
+  private last: Collection | undefined;
+  private lastNow = Number.NaN;
+  private lastAt = '';
   private readonly batches = new Map<string, Batch>();
   private pending: Snapshot[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
@@ -94,54 +149,72 @@ export class Ledger {
     private readonly onReplayMismatch: (key: string) => void = () => {},
   ) {}
 
-  ingest(r: RecordInput, now = Date.now()): IngestResult {
-    const hash = recordHash(r.recordPayload);
+  /** Ingests one validated record whose payload hashes to `hash` (recordHash). */
+  ingest(r: RecordFields, hash: string, now = Date.now()): IngestResult {
+    const tenant = r.tenantId;
+    const keys = this.idempotency.get(tenant);
     if (r.idempotencyKey !== undefined) {
-      const idemKey = `${r.tenantId}\u0000${r.idempotencyKey}`;
-      const seen = this.idempotency.get(idemKey);
-      if (seen && now - seen.at < this.options.idempotencyWindowMs) {
-        if (seen.result.recordHash !== hash || seen.result.recordId !== r.recordId)
-          this.onReplayMismatch(r.idempotencyKey);
-        return { ...seen.result, idempotencyReplayed: true };
+      const seen = keys?.get(r.idempotencyKey);
+      if (seen && now - seen.ingestedMs < this.options.idempotencyWindowMs) {
+        if (seen.recordHash !== hash || seen.recordId !== r.recordId) this.onReplayMismatch(r.idempotencyKey);
+        return resultOf(seen, true);
       }
     }
-    const at = new Date(now).toISOString();
+    if (now !== this.lastNow) {
+      this.lastNow = now;
+      this.lastAt = new Date(now).toISOString();
+    }
+    const at = this.lastAt;
+    const c = this.collectionOf(r);
     const snap: Snapshot = {
       snapshotId: randomUUID(),
-      tenantId: r.tenantId,
-      ...(r.clientId !== undefined && { clientId: r.clientId }),
-      database: r.database,
-      collection: r.collection,
-      recordId: r.recordId,
-      recordVersion: r.recordVersion,
+      tenantId: c.tenantId,
+      database: c.database,
+      collection: c.collection,
+      recordId: own(r.recordId),
+      recordVersion: own(r.recordVersion),
       operationType: r.operationType,
       recordHash: hash,
-      ...(r.idempotencyKey !== undefined && { idempotencyKey: r.idempotencyKey }),
-      sourceTimestamp: r.sourceTimestamp ?? at,
+      sourceTimestamp: r.sourceTimestamp === undefined ? at : own(r.sourceTimestamp),
       status: 'PendingAnchor',
       ingestedAt: at,
       updatedAt: at,
       batchId: null,
       leafIndex: -1,
+      ingestedMs: now,
     };
-    this.snapshots.set(snap.snapshotId, snap);
-    push(this.byRecord, recordKey(snap), snap);
-    push(this.byHash, `${snap.tenantId}\u0000${hash}`, snap);
-    push(this.byCollection, collectionKey(snap), snap);
-    const result: IngestResult = {
-      recordId: r.recordId,
-      recordHash: hash,
-      tenantId: r.tenantId,
-      acceptedAt: at,
-      idempotencyReplayed: false,
-      snapshotId: snap.snapshotId,
-    };
-    if (r.idempotencyKey !== undefined)
-      this.idempotency.set(`${r.tenantId}\u0000${r.idempotencyKey}`, { result, at: now });
+    if (r.clientId !== undefined) snap.clientId = own(r.clientId);
+    this.all.push(snap);
+    c.snapshots.push(snap);
+    if (r.idempotencyKey !== undefined) {
+      snap.idempotencyKey = own(r.idempotencyKey);
+      getOrAdd(this.idempotency, c.tenantId, () => new Map()).set(snap.idempotencyKey, snap);
+    }
     this.pending.push(snap);
     if (this.pending.length >= this.options.flushRecords) this.flush();
     else this.flushTimer ??= this.later(() => this.flush(), this.options.flushMs);
-    return result;
+    return resultOf(snap, false);
+  }
+
+  private collectionOf(q: { tenantId: string; database: string; collection: string }): Collection {
+    const last = this.last;
+    if (
+      last &&
+      last.collection === q.collection &&
+      last.database === q.database &&
+      last.tenantId === q.tenantId
+    )
+      return last;
+    const key = own(collectionKey(q));
+    const c = getOrAdd(this.collections, key, () => ({
+      tenantId: own(q.tenantId),
+      database: own(q.database),
+      collection: own(q.collection),
+      snapshots: [],
+      byRecord: new Map(),
+    }));
+    this.last = c;
+    return c;
   }
 
   /** Seal every waiting record into one batch and schedule its anchoring. */
@@ -170,14 +243,20 @@ export class Ledger {
       this.batches.set(batch.batchId, batch);
       const at = new Date().toISOString();
       snaps.forEach((s, i) => {
-        Object.assign(s, { status: 'Batched', batchId: batch.batchId, leafIndex: i, updatedAt: at });
+        s.status = 'Batched';
+        s.batchId = batch.batchId;
+        s.leafIndex = i;
+        s.updatedAt = at;
       });
       if (this.faults.anchorNever) continue;
       const fail = this.faults.anchorFail;
       this.later(() => {
         const done = new Date().toISOString();
         if (!fail) batch.anchoredAt = done;
-        for (const s of snaps) Object.assign(s, { status: fail ? 'Failed' : 'Anchored', updatedAt: done });
+        for (const s of snaps) {
+          s.status = fail ? 'Failed' : 'Anchored';
+          s.updatedAt = done;
+        }
       }, this.options.anchorMs);
     }
   }
@@ -192,12 +271,33 @@ export class Ledger {
     }
   }
 
+  /** Brings the lookups up to date with `all`. */
+  private index() {
+    for (; this.indexed < this.all.length; this.indexed++) {
+      const snap = this.all[this.indexed]!;
+      this.byId.set(snap.snapshotId, snap);
+      add(this.collectionOf(snap).byRecord, snap.recordId, snap);
+      add(
+        getOrAdd(this.byHash, snap.tenantId, () => new Map()),
+        snap.recordHash,
+        snap,
+      );
+    }
+  }
+
+  snapshot(snapshotId: string): Snapshot | undefined {
+    this.index();
+    return this.byId.get(snapshotId);
+  }
+
   forRecord(q: { tenantId: string; database: string; collection: string; recordId: string }): Snapshot[] {
-    return this.byRecord.get(recordKey(q)) ?? [];
+    this.index();
+    return listOf(this.collections.get(collectionKey(q))?.byRecord.get(q.recordId));
   }
 
   byRecordHash(tenantId: string, hash: string): Snapshot[] {
-    return this.byHash.get(`${tenantId}\u0000${hash}`) ?? [];
+    this.index();
+    return listOf(this.byHash.get(tenantId)?.get(hash));
   }
 
   /**
@@ -214,7 +314,7 @@ export class Ledger {
     offset: number;
     limit: number;
   }): { items: Snapshot[]; total: number } {
-    const all = this.byCollection.get(collectionKey(q)) ?? [];
+    const all = this.collections.get(collectionKey(q))?.snapshots ?? [];
     const bound = (t: string | undefined, strict: boolean, dflt: number) => {
       if (t === undefined) return dflt;
       let lo = 0;
@@ -251,7 +351,7 @@ export class Ledger {
       blockNumber: anchored ? b.blockNumber : null,
       ipfsCid: b.ipfsCid,
       anchoredAt: anchored ? b.anchoredAt : null,
-      recordHashes: b.levels[0]!.map((h) => h.toString('hex')),
+      recordHashes: leavesOf(b.levels),
     };
   }
 

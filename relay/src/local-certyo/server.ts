@@ -5,9 +5,17 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { get, isObject, type Json, type JsonObject, JsonSyntaxError, parseJson } from '../certyo/json.js';
-import { type IngestResult, Ledger, type LedgerOptions, recordHash, type Snapshot } from './ledger.js';
-import { type FieldError, validateRecord } from './validate.js';
+import {
+  get,
+  type ItemMapper,
+  isObject,
+  type Json,
+  type JsonObject,
+  JsonSyntaxError,
+  parseJson,
+} from '../certyo/json.js';
+import { type IngestResult, Ledger, type LedgerOptions, own, recordHash, type Snapshot } from './ledger.js';
+import { type FieldError, type RecordFields, validateRecord } from './validate.js';
 
 export interface Faults {
   /** Share of API requests answered 429 with Retry-After. */
@@ -138,7 +146,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     return tenant;
   };
 
-  const readJson = async (req: IncomingMessage): Promise<Json> => {
+  const readJson = async (req: IncomingMessage, items?: ItemMapper): Promise<Json> => {
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const c of req) {
@@ -147,7 +155,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       chunks.push(c as Buffer);
     }
     try {
-      return parseJson(Buffer.concat(chunks).toString('utf8'));
+      return parseJson(Buffer.concat(chunks).toString('utf8'), items);
     } catch (err) {
       if (err instanceof JsonSyntaxError)
         throw new HttpError(400, 'Bad Request', err.message, [{ field: 'body', message: err.message }]);
@@ -170,35 +178,64 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
   };
 
   /** A request body that must be a JSON object claiming no tenant but the key's. */
-  const tenantBody = async (req: IncomingMessage, tenant: string): Promise<JsonObject> => {
-    const body = await readJson(req);
+  const tenantBody = async (
+    req: IncomingMessage,
+    tenant: string,
+    items?: ItemMapper,
+  ): Promise<JsonObject> => {
+    const body = await readJson(req, items);
     if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
     sameTenant(tenant, get(body, 'tenantId'));
     return body;
   };
 
-  /** One record: validated, checked against the reject rule, then ingested; logged either way. */
+  /**
+   * One record, checked on its own and hashed while the body is parsed; what
+   * is kept is this summary, not the record's parse tree.
+   */
+  interface Prepared {
+    record?: RecordFields;
+    hash?: string;
+    errors: FieldError[];
+    /** The record's recordId as sent. */
+    recordId: Json | undefined;
+    ruleRejected: boolean;
+  }
+  const prepare = (raw: Json): Prepared => {
+    const { record, errors } = validateRecord(raw);
+    if (!record)
+      return { errors, recordId: isObject(raw) ? get(raw, 'recordId') : undefined, ruleRejected: false };
+    const { recordPayload, ...fields } = record;
+    return {
+      record: fields,
+      hash: recordHash(recordPayload),
+      errors,
+      recordId: record.recordId,
+      ruleRejected: rejectedByRule(recordPayload),
+    };
+  };
+
+  /** One prepared record: refused (fields, tenant, reject rule) or ingested; logged either way. */
   const admit = (
     tenant: string,
-    raw: Json,
+    p: Prepared,
     entry: LoggedRequest,
   ): { result: IngestResult } | { errors: FieldError[] } => {
-    const { record: r, errors } = validateRecord(raw);
+    const r = p.record;
     let refused: FieldError[] | undefined;
-    if (!r) refused = errors;
+    if (!r) refused = p.errors;
     else if (r.tenantId !== tenant) refused = [{ field: 'tenantId', message: 'does not match the API key' }];
-    else if (rejectedByRule(r.recordPayload))
-      refused = [{ field: 'recordPayload', message: 'rejected by rule' }];
+    else if (p.ruleRejected) refused = [{ field: 'recordPayload', message: 'rejected by rule' }];
     if (refused || !r) {
-      const recordId = isObject(raw) ? get(raw, 'recordId') : undefined;
-      entry.records.push({ recordId: String(recordId), status: 'rejected', replayed: false });
-      return { errors: refused ?? errors };
+      entry.records.push({ recordId: String(p.recordId), status: 'rejected', replayed: false });
+      return { errors: refused ?? p.errors };
     }
-    const result = ledger.ingest(r);
+    const result = ledger.ingest(r, p.hash!);
+    // The request log outlives the body: own copies of its strings (see own()).
     entry.records.push({
-      recordId: r.recordId,
-      idempotencyKey: r.idempotencyKey,
-      recordVersion: r.recordVersion,
+      recordId: own(r.recordId),
+      idempotencyKey: r.idempotencyKey === undefined ? undefined : own(r.idempotencyKey),
+      recordVersion: own(r.recordVersion),
       status: 'accepted',
       replayed: result.idempotencyReplayed,
     });
@@ -211,7 +248,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     body: JsonObject,
     entry: LoggedRequest,
   ): Promise<[number, unknown]> {
-    const admitted = admit(tenant, body, entry);
+    const admitted = admit(tenant, prepare(body), entry);
     if ('errors' in admitted)
       throw new HttpError(400, 'Bad Request', describeErrors(admitted.errors), admitted.errors);
     return [202, admitted.result];
@@ -222,7 +259,8 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     body: JsonObject,
     entry: LoggedRequest,
   ): Promise<[number, unknown]> {
-    const records = get(body, 'records');
+    // Prepared while parsing (tenantBody): each element is a Prepared, not a tree.
+    const records = get(body, 'records') as unknown as Prepared[] | Json | undefined;
     if (!Array.isArray(records))
       throw new HttpError(400, 'Bad Request', 'records must be an array', [
         { field: 'records', message: 'must be an array' },
@@ -232,13 +270,12 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
         { field: 'records', message: `has ${records.length} records; 1 to 1000 allowed` },
       ]);
     }
-    const results = records.map((raw, index) => {
-      const admitted = admit(tenant, raw, entry);
+    const results = (records as Prepared[]).map((p, index) => {
+      const admitted = admit(tenant, p, entry);
       if ('result' in admitted) return { index, status: 'accepted', ...admitted.result };
-      const recordId = isObject(raw) ? get(raw, 'recordId') : undefined;
       return {
         index,
-        recordId: typeof recordId === 'string' ? recordId : undefined,
+        recordId: typeof p.recordId === 'string' ? p.recordId : undefined,
         status: 'rejected',
         error: describeErrors(admitted.errors),
       };
@@ -248,7 +285,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
   }
 
   const snapshotOr404 = (tenant: string, id: string): Snapshot => {
-    const s = ledger.snapshots.get(id);
+    const s = ledger.snapshot(id);
     if (!s) throw new HttpError(404, 'Not Found', `no snapshot ${id}`);
     if (s.tenantId !== tenant) throw new HttpError(403, 'Forbidden', 'snapshot belongs to another tenant');
     return s;
@@ -271,7 +308,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     if (m === 'POST' && p === '/api/v1/records')
       return ingestOne(tenant, await tenantBody(req, tenant), entry);
     if (m === 'POST' && p === '/api/v1/records/bulk')
-      return ingestBulk(tenant, await tenantBody(req, tenant), entry);
+      return ingestBulk(tenant, await tenantBody(req, tenant, { key: 'records', map: prepare }), entry);
     if (m === 'GET' && p === '/api/v1/records') {
       sameTenant(tenant, q('tenantId'));
       const limit = Math.max(0, Math.min(Number(q('limit') ?? 100) || 0, 1000));
@@ -289,7 +326,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
         });
         return [200, { items: page.items.map((s) => ledger.view(s)), total: page.total }];
       }
-      const items = [...ledger.snapshots.values()].filter(
+      const items = ledger.all.filter(
         (s) =>
           s.tenantId === tenant &&
           (!database || s.database === database) &&
@@ -311,7 +348,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     }
     if (m === 'GET' && p === '/api/v1/snapshots') {
       sameTenant(tenant, q('tenantId'));
-      const items = [...ledger.snapshots.values()].filter(
+      const items = ledger.all.filter(
         (s) => s.tenantId === tenant && (!q('recordId') || s.recordId === q('recordId')),
       );
       return [200, { items: items.map((s) => ledger.view(s)) }];

@@ -1,6 +1,9 @@
 // Validation of one ingestion record, field by field, as Certyo documents it.
 import { get, isObject, type Json, type JsonObject } from '../certyo/json.js';
 
+/** A record's fields but its payload. */
+export type RecordFields = Omit<RecordInput, 'recordPayload'>;
+
 export interface RecordInput {
   tenantId: string;
   database: string;
