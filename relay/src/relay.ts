@@ -38,6 +38,8 @@ export class Relay {
   private wakers = new Set<() => void>();
   /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
   private waiting = false;
+  /** Wake-ups received: a registration that one overtook is not counted as standing. */
+  private wakeups = 0;
   /** Acknowledged (deleted) since the relay last vacuumed the outbox; undefined: not allowed to vacuum. */
   private deletedSinceVacuum: number | undefined;
   private vacuuming = false;
@@ -62,6 +64,7 @@ export class Relay {
     // re-issues LISTEN after a reconnect and calls onlisten again: a wake-up may have been
     // lost meanwhile, so claim now and register again too.
     const woken = () => {
+      this.wakeups++;
       this.waiting = false;
       this.wake();
     };
@@ -138,10 +141,12 @@ export class Relay {
    */
   private async setWaiting(waiting: boolean) {
     if (this.waiting === waiting) return;
+    const seen = this.wakeups;
     await (waiting
       ? this.sql`select certyo.relay_wait(${this.token})`
       : this.sql`select certyo.relay_busy(${this.token})`);
-    this.waiting = waiting;
+    // A writer may have taken the new registration (and woken us) before this returned.
+    this.waiting = waiting && this.wakeups === seen;
   }
 
   private async work(worker: number) {
