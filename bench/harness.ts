@@ -53,10 +53,16 @@ export async function startBench(connections: number): Promise<Bench> {
   return { name, url, sql, api, key, close };
 }
 
-/** `certyo-pg relay` against the bench's database and local Certyo (tenant 'bench'). */
+/**
+ * `certyo-pg relay` against the bench's database and local Certyo (tenant
+ * 'bench'). CERTYO_* settings in the bench's environment reach the relay too
+ * (CERTYO_CONCURRENCY=4 npm run bench), except the connection and the key.
+ */
 export function startRelay(bench: Bench, env: Record<string, string> = {}): ChildProcess {
+  const tuning = Object.entries(process.env).filter(([k]) => k.startsWith('CERTYO_'));
   return spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
     env: {
+      ...Object.fromEntries(tuning),
       PATH: process.env.PATH ?? '',
       DATABASE_URL: bench.url,
       CERTYO_API_KEY: bench.key,

@@ -35,7 +35,10 @@ export class Relay {
   lastError: string | undefined;
   private running = false;
   private workers: Promise<void>[] = [];
+  /** Delivery loops asleep: woken by a NOTIFY and by stop(). */
   private wakers = new Set<() => void>();
+  /** Verification loops asleep: woken by stop() only (a new change gives them nothing to do). */
+  private verifierWakers = new Set<() => void>();
   /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
   private waiting = false;
   /** Wake-ups received: a registration that one overtook is not counted as standing. */
@@ -80,7 +83,7 @@ export class Relay {
         this.token,
         database,
         () => this.running,
-        (ms) => this.sleep(ms),
+        (ms) => this.sleep(ms, this.verifierWakers),
       );
       // As many verification loops as delivery loops, so checking keeps pace with delivering.
       const verifier = this.verifier;
@@ -103,6 +106,7 @@ export class Relay {
   async stop() {
     this.running = false;
     this.wake();
+    for (const w of this.verifierWakers) w();
     const deadline = new Promise((r) => setTimeout(r, this.cfg.shutdownTimeoutMs).unref());
     await Promise.race([Promise.all([...this.workers, this.verifying]), deadline]);
     try {
@@ -121,16 +125,16 @@ export class Relay {
   }
 
   /** Resolves after ms, or earlier (true) when woken. */
-  private sleep(ms: number) {
+  private sleep(ms: number, wakers = this.wakers) {
     return new Promise<boolean>((resolve) => {
       const done = (woken: boolean) => {
         clearTimeout(t);
-        this.wakers.delete(wake);
+        wakers.delete(wake);
         resolve(woken);
       };
       const wake = () => done(true);
       const t = setTimeout(() => done(false), ms);
-      this.wakers.add(wake);
+      wakers.add(wake);
     });
   }
 

@@ -123,8 +123,10 @@ export class Verifier {
       } catch (err) {
         failures++;
         this.log.warn({ err, failures }, 'verifier loop error; backing off');
+        // Full jitter, as delivery does: relays that failed together do not retry together.
         await this.sleep(
-          Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** Math.min(failures, 20)),
+          Math.random() *
+            Math.min(this.cfg.backoffMaxMs, this.cfg.backoffBaseMs * 2 ** Math.min(failures, 20)),
         );
       }
     }
