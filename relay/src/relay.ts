@@ -45,7 +45,7 @@ export class Relay {
   private wakeups = 0;
   /** Acknowledged (deleted) since the relay last vacuumed the outbox; undefined: not allowed to vacuum. */
   private deletedSinceVacuum: number | undefined;
-  private vacuuming = false;
+  private vacuuming: Promise<void> | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private database = '';
   /** Checks anchoring and writes it back (CERTYO_VERIFY=on). */
@@ -108,7 +108,7 @@ export class Relay {
     this.wake();
     for (const w of this.verifierWakers) w();
     const deadline = new Promise((r) => setTimeout(r, this.cfg.shutdownTimeoutMs).unref());
-    await Promise.race([Promise.all([...this.workers, this.verifying]), deadline]);
+    await Promise.race([Promise.all([...this.workers, this.verifying, this.vacuuming]), deadline]);
     try {
       const [row] = await this.sql`select certyo.release(${this.token}) as n`;
       await this.sql`select certyo.relay_busy(${this.token})`;
@@ -163,7 +163,7 @@ export class Relay {
           from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
                             ${this.cfg.maxBatchBytes})`;
         failures = 0;
-        if (changes.length < this.cfg.batchSize) await this.vacuumIfDue(10_000);
+        if (changes.length < this.cfg.batchSize) this.vacuumIfDue(10_000);
         if (changes.length === 0) {
           if (!this.waiting) {
             await this.setWaiting(true);
@@ -208,12 +208,16 @@ export class Relay {
    * autovacuum looks at a table at most once per autovacuum_naptime (1 min by
    * default): long enough for claims to slow down by scanning them. When its
    * role may (owner, superuser), the relay vacuums the outbox itself once a
-   * backlog is drained, or every 200k changes during a long drain.
+   * backlog is drained, or every 200k changes during a long drain. It runs
+   * beside delivery (a vacuum of a large outbox takes seconds), one at a time.
    */
-  private async vacuumIfDue(threshold: number) {
+  private vacuumIfDue(threshold: number) {
     if (this.deletedSinceVacuum === undefined || this.deletedSinceVacuum < threshold || this.vacuuming)
       return;
-    this.vacuuming = true;
+    this.vacuuming = this.vacuum();
+  }
+
+  private async vacuum() {
     const t0 = performance.now();
     try {
       const deleted = this.deletedSinceVacuum;
@@ -224,7 +228,7 @@ export class Relay {
       this.log.warn({ err }, 'could not vacuum the outbox; leaving it to autovacuum');
       this.deletedSinceVacuum = undefined;
     } finally {
-      this.vacuuming = false;
+      this.vacuuming = undefined;
     }
   }
 
@@ -316,7 +320,7 @@ export class Relay {
       const acknowledged = row?.n ?? 0;
       this.metrics.delivered += acknowledged;
       if (this.deletedSinceVacuum !== undefined) this.deletedSinceVacuum += acknowledged;
-      await this.vacuumIfDue(200_000);
+      this.vacuumIfDue(200_000);
       if (acknowledged < acked.length) {
         // Our lease expired and another relay took these changes over; it acknowledges them (Certyo deduplicates).
         this.log.warn(
