@@ -270,7 +270,10 @@ export class Relay {
           return;
         case 'fatal':
           this.healthy = false;
-          this.lastError = `Certyo answered ${outcome.status}: check CERTYO_API_KEY, CERTYO_TENANT_ID and CERTYO_BASE_URL`;
+          this.lastError =
+            outcome.status < 400
+              ? `Certyo answered ${outcome.status}, a redirect; not followed (it would take the API key elsewhere): check CERTYO_BASE_URL`
+              : `Certyo answered ${outcome.status}: check CERTYO_API_KEY, CERTYO_TENANT_ID and CERTYO_BASE_URL`;
           this.log.error({ status: outcome.status, detail: outcome.detail }, this.lastError);
           await this.sleep(this.cfg.backoffMaxMs);
           break;

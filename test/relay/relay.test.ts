@@ -1,6 +1,8 @@
 // The relay against real PostgreSQL and the local Certyo server: nothing lost,
 // per-record order, retries, parking, fencing, wake-up, key never logged.
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import postgres from 'postgres';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
@@ -31,6 +33,10 @@ async function startRelay(env: Record<string, string> = {}, key = KEY) {
   );
   running.push(entry);
   return entry;
+}
+
+async function until(cond: () => boolean) {
+  while (!cond()) await new Promise((r) => setTimeout(r, 20));
 }
 
 async function drained() {
@@ -123,6 +129,84 @@ describe('relay', () => {
       api.requests.some((r) => r.records.some((x) => x.replayed)),
       'a dropped response was resent and replayed',
     );
+  });
+
+  for (const garble of ['html', 'truncated', 'endlessHeaders'] as const) {
+    test(`answers that are not JSON (${garble}) after Certyo took the records: resent, replayed, nothing lost`, async () => {
+      Object.assign(api.faults, { garble, garbleRate: 0.5 });
+      await db.sql`insert into products select g, 's', g from generate_series(1, 600) g`;
+      await startRelay({ CERTYO_BATCH_SIZE: '50', CERTYO_HTTP_TIMEOUT_MS: '300' });
+      await drained();
+      await assertNothingLost(db.sql, api, 600);
+      assert.ok(api.requests.some((r) => r.outcome === garble));
+      assert.ok(
+        api.requests.some((r) => r.records.some((x) => x.replayed)),
+        'a garbled answer was resent and replayed',
+      );
+    });
+  }
+
+  test('a 202 without per-record results is accepted: receipts without hashes, rows submitted', async () => {
+    Object.assign(api.faults, { garble: 'noResults', garbleRate: 1 });
+    await db.sql`insert into products select g, 's', g from generate_series(1, 300) g`;
+    await startRelay({ CERTYO_BATCH_SIZE: '100', CERTYO_VERIFY: 'off' });
+    await drained();
+    await assertNothingLost(db.sql, api, 300);
+    const [r] =
+      await db.sql`select count(*)::int as n, count(record_hash)::int as hashed from certyo.receipt`;
+    assert.deepEqual({ ...r }, { n: 300, hashed: 0 });
+    const [p] =
+      await db.sql`select count(*)::int as n from products where certyo_anchor_status = 'submitted'`;
+    assert.equal(p!.n, 300);
+  });
+
+  test('a redirect is never followed: the key stays home, the relay reports unhealthy, nothing is lost', async () => {
+    const followed: string[] = [];
+    const elsewhere = createServer((req, res) => {
+      followed.push(`${req.method} ${req.url} key=${req.headers['x-api-key'] ?? ''}`);
+      res.end();
+    });
+    await new Promise<void>((resolve) => elsewhere.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (elsewhere.address() as AddressInfo).port;
+      Object.assign(api.faults, {
+        garble: 'redirect',
+        garbleRate: 1,
+        redirectTo: `http://127.0.0.1:${port}/api/v1/records/bulk`,
+      });
+      await db.sql`insert into products select g, 's', g from generate_series(1, 20) g`;
+      const { relay } = await startRelay();
+      await api.waitFor((r) => r.outcome === 'redirect');
+      await until(() => !relay.healthy);
+      assert.match(relay.lastError ?? '', /307/);
+      const [left] = await db.sql`select count(*)::int as n from certyo.outbox`;
+      assert.equal(left!.n, 20, 'nothing was acknowledged on a redirect');
+      Object.assign(api.faults, NO_FAULTS);
+      await drained();
+      await assertNothingLost(db.sql, api, 20);
+      assert.deepEqual(followed, [], 'the redirect was followed');
+    } finally {
+      elsewhere.closeAllConnections();
+      await new Promise((resolve) => elsewhere.close(resolve));
+    }
+  });
+
+  test('never notified (the wake-up trigger disabled): changes still arrive by the fallback poll', async () => {
+    await startRelay({ CERTYO_POLL_INTERVAL_MS: '200' });
+    // Idle and registered for a wake-up that will not come: only its poll finds the changes.
+    for (;;) {
+      const [w] = await db.sql`select count(*)::int as n from certyo.waiting_relay`;
+      if (w!.n > 0) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await db.sql`alter table products disable trigger certyo_wake`;
+    try {
+      await db.sql`insert into products select g, 's', g from generate_series(1, 50) g`;
+      await drained();
+      await assertNothingLost(db.sql, api, 50);
+    } finally {
+      await db.sql`alter table products enable trigger certyo_wake`;
+    }
   });
 
   test('poison records are parked with the reason; the rest flow; later changes of that record wait', async () => {

@@ -36,7 +36,23 @@ export interface Faults {
   wrongHash: boolean;
   /** Answer GET /batches/{id} with 404, as a service without that [local] endpoint would. */
   noBatchApi: boolean;
+  /**
+   * Share of API requests handled (records ingested), then answered badly, as
+   * a broken proxy or service might: see Garble.
+   */
+  garbleRate: number;
+  garble: Garble;
+  /** Where the 'redirect' garble points. */
+  redirectTo: string;
 }
+
+/**
+ * A bad answer: 'html' a 200 HTML page; 'truncated' JSON cut in half;
+ * 'noResults' a 202 without per-record results; 'redirect' a 307 to
+ * redirectTo; 'endlessHeaders' a status line, then a header every 50 ms,
+ * never the end of the headers.
+ */
+export type Garble = 'html' | 'truncated' | 'noResults' | 'redirect' | 'endlessHeaders';
 
 export const NO_FAULTS: Faults = {
   rate429: 0,
@@ -52,6 +68,9 @@ export const NO_FAULTS: Faults = {
   wrongRoot: false,
   wrongHash: false,
   noBatchApi: false,
+  garbleRate: 0,
+  garble: 'html',
+  redirectTo: 'http://127.0.0.1:9/',
 };
 
 export interface LoggedRequest {
@@ -62,7 +81,7 @@ export interface LoggedRequest {
   path: string;
   status: number;
   /** 'ok', or the fault injected. */
-  outcome: 'ok' | '429' | '500' | '503' | 'dropped';
+  outcome: 'ok' | '429' | '500' | '503' | 'dropped' | Garble;
   records: Array<{
     recordId: string;
     idempotencyKey?: string;
@@ -448,6 +467,10 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
           entry.outcome = 'dropped';
           entry.status = status;
           res.socket?.destroy();
+        } else if (api && Math.random() < faults.garbleRate) {
+          entry.outcome = faults.garble;
+          entry.status = status;
+          garbled(res, faults.garble, status, body, faults.redirectTo);
         } else send(status, body);
       }
     } catch (err) {
@@ -501,4 +524,37 @@ async function readBodyText(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
+}
+
+/** Answers badly (Faults.garble) after the request was handled. */
+function garbled(res: ServerResponse, kind: Garble, status: number, body: unknown, redirectTo: string) {
+  const json = JSON.stringify(body);
+  switch (kind) {
+    case 'html':
+      res.writeHead(200, { 'content-type': 'text/html' });
+      res.end('<html><body><h1>502 Bad Gateway</h1></body></html>');
+      return;
+    case 'truncated': {
+      const half = json.slice(0, json.length >> 1);
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(half);
+      return;
+    }
+    case 'noResults':
+      res.writeHead(202, { 'content-type': 'application/json' });
+      res.end('{}');
+      return;
+    case 'redirect':
+      res.writeHead(307, { location: redirectTo });
+      res.end();
+      return;
+    case 'endlessHeaders': {
+      const socket = res.socket;
+      if (!socket) return;
+      socket.write('HTTP/1.1 200 OK\r\n');
+      const drip = setInterval(() => socket.write('x-still-coming: 1\r\n'), 50);
+      socket.once('close', () => clearInterval(drip));
+      return;
+    }
+  }
 }
