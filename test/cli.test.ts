@@ -6,6 +6,7 @@ import { createInterface } from 'node:readline';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
+import { loadConfig } from '../relay/src/config.js';
 import { freePort } from '../relay/src/embedded.js';
 import { paths } from '../relay/src/paths.js';
 import { adminUrl, freshDatabase, type TestDb, withDatabase } from './harness/db.js';
@@ -128,6 +129,7 @@ describe('certyo-pg', () => {
       CERTYO_TENANT_ID: '',
       LOG_LEVEL: 'loud',
       CERTYO_BATCH_SIZE: '5000',
+      CERTYO_BASE_URL: 'http://certyo.example.com',
     });
     assert.equal(r.code, 2);
     for (const v of [
@@ -135,9 +137,49 @@ describe('certyo-pg', () => {
       'CERTYO_TENANT_ID is required',
       'LOG_LEVEL',
       'CERTYO_BATCH_SIZE',
+      'CERTYO_BASE_URL is http:// to certyo.example.com: the API key would cross the network unencrypted',
     ]) {
       assert.match(r.stderr, new RegExp(v));
     }
+  });
+
+  test('sslmode=require never falls back to a plain connection', async () => {
+    const [{ ssl }] = (await db.sql`select current_setting('ssl') as ssl`) as unknown as [{ ssl: string }];
+    const url = new URL(db.url);
+    url.searchParams.set('sslmode', 'require');
+    const r = await run(['status'], { DATABASE_URL: url.toString() });
+    if (ssl === 'on') assert.equal(r.code, 0, r.stderr);
+    else {
+      // This server has no TLS: the connection must fail, not go on in the clear.
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /SSL|TLS|ssl|tls|ECONNRESET|EPROTO/);
+    }
+  });
+
+  test('relay: plain http:// only to this machine, or when allowed', () => {
+    const base = { CERTYO_API_KEY: 'k', CERTYO_TENANT_ID: 't' };
+    for (const url of [
+      'http://127.0.0.1:8080',
+      'http://localhost:8080',
+      'http://[::1]:8080',
+      'https://x.example',
+    ])
+      assert.equal(loadConfig({ ...base, CERTYO_BASE_URL: url }).baseUrl, url);
+    assert.throws(() => loadConfig({ ...base, CERTYO_BASE_URL: 'http://10.0.0.5:8080' }), /unencrypted/);
+    assert.throws(
+      () => loadConfig({ ...base, CERTYO_BASE_URL: 'http://127.0.0.1.example.com' }),
+      /unencrypted/,
+    );
+    const allowed = loadConfig({
+      ...base,
+      CERTYO_BASE_URL: 'http://certyo-local:8080',
+      CERTYO_ALLOW_HTTP: 'on',
+    });
+    assert.equal(allowed.baseUrl, 'http://certyo-local:8080');
+    assert.throws(
+      () => loadConfig({ ...base, CERTYO_ALLOW_HTTP: 'yes' }),
+      /CERTYO_ALLOW_HTTP must be on or off/,
+    );
   });
 
   test("the README's uninstall removes triggers, status columns and the schema", async () => {

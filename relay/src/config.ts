@@ -20,6 +20,7 @@ export const DEFAULTS = {
   CERTYO_VERIFY_INTERVAL_MS: '5000',
   CERTYO_VERIFY_ATTEMPTS: '20',
   CERTYO_VERIFY_RECHECK_MS: '900000',
+  CERTYO_ALLOW_HTTP: 'off',
 } as const;
 
 export const REQUIRED = ['CERTYO_API_KEY', 'CERTYO_TENANT_ID'] as const;
@@ -57,6 +58,9 @@ export class ConfigError extends Error {
   }
 }
 
+/** Hosts that never leave this machine: plain http:// to them is fine (the local Certyo). */
+const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function loadConfig(env: Record<string, string | undefined>): Readonly<Config> {
@@ -71,10 +75,17 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
   };
   for (const name of REQUIRED) if (!env[name]) problems.push(`${name} is required`);
   const baseUrl = value('CERTYO_BASE_URL').replace(/\/+$/, '');
+  const allowHttp = value('CERTYO_ALLOW_HTTP');
+  if (allowHttp !== 'on' && allowHttp !== 'off')
+    problems.push(`CERTYO_ALLOW_HTTP must be on or off, got "${allowHttp}"`);
   try {
     const u = new URL(baseUrl);
     if (u.protocol !== 'https:' && u.protocol !== 'http:')
       problems.push('CERTYO_BASE_URL must be an http(s) URL');
+    else if (u.protocol === 'http:' && !LOOPBACK.test(u.hostname) && allowHttp !== 'on')
+      problems.push(
+        `CERTYO_BASE_URL is http:// to ${u.hostname}: the API key would cross the network unencrypted; use https://, or set CERTYO_ALLOW_HTTP=on for a test server`,
+      );
   } catch {
     problems.push(`CERTYO_BASE_URL is not a URL: "${baseUrl}"`);
   }

@@ -92,12 +92,20 @@ export class Relay {
       );
     }
     const [may] = await this.sql`
-      select pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as ok
+      select pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as ok,
+             coalesce((select s.ssl from pg_stat_ssl s where s.pid = pg_backend_pid()), false) as tls
       from pg_class c, pg_roles r
       where c.oid = 'certyo.outbox'::regclass and r.rolname = current_user`;
     this.deletedSinceVacuum = may?.ok ? 0 : undefined;
     this.log.info(
-      { token: this.token, concurrency: this.cfg.concurrency, database, vacuumsOutbox: may?.ok === true },
+      {
+        token: this.token,
+        concurrency: this.cfg.concurrency,
+        database,
+        // Whether this connection to PostgreSQL is encrypted (sslmode in DATABASE_URL decides).
+        databaseTls: may?.tls === true,
+        vacuumsOutbox: may?.ok === true,
+      },
       'relay started',
     );
   }

@@ -3,8 +3,13 @@
 // flight, SIGTERM mid-batch, its backends terminated during a drain, and no
 // transaction held open across HTTP. Each ends with "nothing lost".
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { type AddressInfo, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { createServer as createTlsServer } from 'node:tls';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { paths } from '../../relay/src/paths.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
@@ -232,6 +237,60 @@ describe('relay process faults', () => {
     const after = await db.sql`select count(*)::int as n, max(delivered_at) as at from certyo.receipt`;
     assert.deepEqual(after, before);
     await assertNothingLost(db.sql, api, 220);
+  });
+
+  test('TLS to Certyo: an untrusted certificate gets no request through; trusted (NODE_EXTRA_CA_CERTS), delivered', async () => {
+    // A real TLS endpoint (self-signed, for localhost) in front of the local Certyo.
+    const dir = mkdtempSync(join(tmpdir(), 'certyo-tls-'));
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=DNS:localhost',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+      ],
+      { stdio: 'ignore' },
+    );
+    const apiPort = Number(new URL(api.url).port);
+    const front = createTlsServer(
+      { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
+      (socket) => {
+        const upstream = connect(apiPort, '127.0.0.1');
+        socket.pipe(upstream).pipe(socket);
+        socket.on('error', () => upstream.destroy());
+        upstream.on('error', () => socket.destroy());
+      },
+    );
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
+    try {
+      const baseUrl = `https://localhost:${(front.address() as AddressInfo).port}`;
+      await writeLoad(100);
+      const untrusted = spawnRelay({ CERTYO_BASE_URL: baseUrl, LOG_LEVEL: 'warn' });
+      await until(async () => /self[- ]signed|certificate/i.test(untrusted.log()));
+      assert.equal(api.requests.length, 0, 'a request got through an unverified TLS connection');
+      untrusted.child.kill('SIGKILL');
+      await untrusted.exited;
+      spawnRelay({ CERTYO_BASE_URL: baseUrl, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') });
+      await drained();
+      await assertNothingLost(db.sql, api, 110);
+    } finally {
+      front.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test('no relay transaction stays open while Certyo is slow', async () => {
