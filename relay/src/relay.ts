@@ -39,6 +39,14 @@ export class Relay {
   private wakers = new Set<() => void>();
   /** Verification loops asleep: woken by stop() only (a new change gives them nothing to do). */
   private verifierWakers = new Set<() => void>();
+  /**
+   * The last claim came back full: there is a backlog, and every delivery
+   * loop works on it. Otherwise loop 0 alone keeps up: more loops would split
+   * the flow into smaller batches and spend more CPU per change (claims are
+   * serialised anyway); they sleep on helperWakers until a claim is full.
+   */
+  private backlog = false;
+  private helperWakers = new Set<() => void>();
   /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
   private waiting = false;
   /** Wake-ups received: a registration that one overtook is not counted as standing. */
@@ -114,7 +122,7 @@ export class Relay {
   async stop() {
     this.running = false;
     this.wake();
-    for (const w of this.verifierWakers) w();
+    for (const w of [...this.verifierWakers, ...this.helperWakers]) w();
     const deadline = new Promise((r) => setTimeout(r, this.cfg.shutdownTimeoutMs).unref());
     await Promise.race([Promise.all([...this.workers, this.verifying, this.vacuuming]), deadline]);
     try {
@@ -164,6 +172,10 @@ export class Relay {
   private async work(worker: number) {
     let failures = 0;
     while (this.running) {
+      if (worker > 0 && !this.backlog) {
+        await this.sleep(this.cfg.pollIntervalMs, this.helperWakers);
+        continue;
+      }
       try {
         const t0 = performance.now();
         const changes = await this.sql<Change[]>`
@@ -171,6 +183,7 @@ export class Relay {
           from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
                             ${this.cfg.maxBatchBytes})`;
         failures = 0;
+        this.setBacklog(changes);
         if (changes.length < this.cfg.batchSize) this.vacuumIfDue(10_000);
         if (changes.length === 0) {
           if (!this.waiting) {
@@ -196,6 +209,7 @@ export class Relay {
         if (sendable.length > 0) await this.deliver(sendable);
         this.log.debug(
           {
+            worker,
             changes: changes.length,
             claimMs: Math.round(t1 - t0),
             deliverMs: Math.round(performance.now() - t1),
@@ -209,6 +223,21 @@ export class Relay {
         await this.sleep(this.backoff(failures));
       }
     }
+  }
+
+  /** Full by count, or (nearly: the claim measures row images before the status columns go) by bytes. */
+  private setBacklog(changes: Change[]) {
+    let full = changes.length === this.cfg.batchSize;
+    if (!full && changes.length > 1) {
+      let bytes = 0;
+      for (const c of changes) bytes += c.record.length; // characters: close enough to bytes here
+      full = bytes >= 0.9 * this.cfg.maxBatchBytes;
+    }
+    if (full && !this.backlog) {
+      for (const w of this.helperWakers) w();
+      this.helperWakers.clear();
+    }
+    this.backlog = full;
   }
 
   /**

@@ -209,6 +209,26 @@ describe('relay', () => {
     }
   });
 
+  test('one delivery loop keeps up with a trickle; the others join only for a backlog', async () => {
+    const loops = () =>
+      new Set(
+        logLines
+          .filter((l) => l.includes('"batch done"'))
+          .map((l) => (JSON.parse(l) as { worker: number }).worker),
+      );
+    await startRelay({ CERTYO_BATCH_SIZE: '100', CERTYO_CONCURRENCY: '3' });
+    for (let i = 1; i <= 20; i++) {
+      await db.sql`insert into products values (${i}, 's', 1)`;
+      await drained();
+    }
+    assert.deepEqual([...loops()], [0], 'a trickle was split between loops');
+    api.faults.latencyMs = 50; // requests overlap only if several loops work
+    await db.sql`insert into products select g, 's', g from generate_series(1000, 3999) g`;
+    await drained();
+    await assertNothingLost(db.sql, api, 3020);
+    assert.deepEqual([...loops()].sort(), [0, 1, 2], 'the backlog was not shared by every loop');
+  });
+
   test('poison records are parked with the reason; the rest flow; later changes of that record wait', async () => {
     Object.assign(api.faults, { rejectField: 'sku', rejectValue: 'POISON' });
     await db.sql`insert into products values (1, 'ok', 1), (2, 'POISON', 2), (3, 'ok', 3)`;
