@@ -5,7 +5,6 @@
 \ir record_key.sql
 \ir record_key_slow.sql
 \ir record_payload.sql
-\ir strip_status.sql
 \ir key_match.sql
 \ir record_exists.sql
 \ir capture_before.sql

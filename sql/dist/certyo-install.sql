@@ -254,35 +254,6 @@ $$;
 comment on function certyo.record_payload(json, text[]) is
     'recordPayload of a captured row image: status and excluded columns removed, every value byte-exact.';
 
--- sql/strip_status.sql
--- certyo.strip_status(payload, hash, status, verified_at, version): a row
--- image without certyo's status columns. enable_tracking appends those
--- columns last, so row_to_json() ends with exactly their rendering: cut that
--- suffix (cheap, exact). When the layout differs (columns added later), fall
--- back to rebuilding the object with certyo.record_payload (exact, slower).
--- The claim calls it for inserts and updates, whose status values it knows.
-create or replace function certyo.strip_status(
-    payload json, hash text, status text, verified_at timestamptz, version bigint
-)
-returns json
-language plpgsql
-immutable
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_text text := payload::text;
-    v_suffix text := ',"certyo_record_hash":' || coalesce(to_json(hash)::text, 'null')
-        || ',"certyo_anchor_status":' || coalesce(to_json(status)::text, 'null')
-        || ',"certyo_verified_at":' || coalesce(to_json(verified_at)::text, 'null')
-        || ',"certyo_record_version":' || coalesce(version::text, 'null') || '}';
-begin
-    if right(v_text, length(v_suffix)) = v_suffix then
-        return (left(v_text, length(v_text) - length(v_suffix)) || '}')::json;
-    end if;
-    return certyo.record_payload(payload, '{}');
-end
-$$;
-
 -- sql/key_match.sql
 -- certyo.key_match(table_id, key_text): the tracked table and a predicate on
 -- alias t that matches its key columns against key_text, an SQL expression
@@ -891,6 +862,8 @@ $$;
 -- several relays. Claims are serialised (one short transaction each) so two
 -- relays never split one record's changes between them.
 drop function if exists certyo.claim(uuid, integer, interval);
+-- Its suffix cut is inline below now.
+drop function if exists certyo.strip_status(json, text, text, timestamptz, bigint);
 create or replace function certyo.claim(
     relay_token uuid, max_changes integer default 1000, lease interval default '60 seconds', max_bytes bigint default 4194304
 )
@@ -939,12 +912,19 @@ begin
     )
     select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
            -- Inserts and updates were captured with status (null, 'pending', null, their
-           -- version): cut that exact suffix; deletes and other layouts are rebuilt.
+           -- version) as the last members: cut that exact suffix (what is left is the
+           -- row's own members, still valid JSON); deletes and other layouts are rebuilt.
+           -- Inline, not certyo.strip_status: no function call nor JSON re-check per row.
            case when cardinality(t.exclude_columns) = 0 and l.op <> 'D'
-                then certyo.strip_status(l.payload, null, 'pending', null, l.id)::text
+                     and right(l.payload::text, length(x.suffix)) = x.suffix
+                then left(l.payload::text, -length(x.suffix)) || '}'
                 else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id
+    cross join lateral (
+        select ',"certyo_record_hash":null,"certyo_anchor_status":"pending","certyo_verified_at":null,"certyo_record_version":'
+               || l.id || '}' as suffix
+    ) x
     order by l.id;
 end
 $$;
