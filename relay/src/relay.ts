@@ -206,13 +206,15 @@ export class Relay {
         }
         const sendable = oversized.length > 0 ? changes.filter((c) => !oversized.includes(c)) : changes;
         const t1 = performance.now();
-        if (sendable.length > 0) await this.deliver(sendable);
+        const spent = { httpMs: 0 };
+        if (sendable.length > 0) await this.deliver(sendable, spent);
         this.log.debug(
           {
             worker,
             changes: changes.length,
             claimMs: Math.round(t1 - t0),
             deliverMs: Math.round(performance.now() - t1),
+            httpMs: Math.round(spent.httpMs),
           },
           'batch done',
         );
@@ -289,12 +291,14 @@ export class Relay {
   }
 
   /** Sends until Certyo gives an answer about every change; outcome unknown is retried, never failed. */
-  private async deliver(changes: Change[]): Promise<void> {
+  private async deliver(changes: Change[], spent = { httpMs: 0 }): Promise<void> {
     for (let attempt = 1; this.running || attempt === 1; attempt++) {
       const t0 = performance.now();
       const outcome: Outcome = await this.client.postBulk(this.body(changes));
+      const ms = performance.now() - t0;
       this.metrics.requests++;
-      this.metrics.httpSeconds += (performance.now() - t0) / 1000;
+      this.metrics.httpSeconds += ms / 1000;
+      spent.httpMs += ms;
       switch (outcome.kind) {
         case 'accepted':
           this.healthy = true;
@@ -302,7 +306,7 @@ export class Relay {
         case 'refused':
           if (changes.length === 1) return this.park(changes, [`${outcome.status}: ${outcome.detail}`]);
           for (const half of [changes.slice(0, changes.length >> 1), changes.slice(changes.length >> 1)]) {
-            await this.deliver(half);
+            await this.deliver(half, spent);
           }
           return;
         case 'fatal':
