@@ -2,11 +2,46 @@
 // standard PG* variables (postgres.js reads them itself).
 import postgres, { type Options, type Sql } from 'postgres';
 
+/**
+ * fetch_types is off: postgres.js 3.4.9 fetches array types as the first
+ * query of every new connection and drops that query's promise, so a backend
+ * terminated at that moment (a restart, pg_terminate_backend) crashes the
+ * process with an unhandled rejection (porsager/postgres#1192, #1223). Arrays
+ * are sent as literals instead (pgArray).
+ */
 export function connect(databaseUrl: string | undefined, options: Options<Record<string, never>> = {}): Sql {
   const opts: Options<Record<string, never>> = {
     onnotice: () => {},
     connection: { application_name: 'certyo-pg' },
+    fetch_types: false,
     ...options,
   };
   return databaseUrl ? postgres(databaseUrl, opts) : postgres(opts);
+}
+
+/** A PostgreSQL array literal (cast it: `${pgArray(ids)}::bigint[]`); null elements stay NULL. */
+export function pgArray(values: readonly (string | number | bigint | null | undefined)[]): string {
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (i > 0) out += ',';
+    out += v == null ? 'NULL' : `"${String(v).replace(/[\\"]/g, '\\$&')}"`;
+  }
+  return `${out}}`;
+}
+
+/** PostgreSQL SQLSTATEs that say "try again": connection exceptions, shutdown, starting up, too many connections. */
+const TRANSIENT_STATE = /^(08|57P0[123]|53300)/;
+
+/** An error that a later attempt may not get: the server down, restarting or out of connections, the connection cut. */
+export function isTransient(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== 'string') return false;
+  return (
+    TRANSIENT_STATE.test(code) ||
+    code.startsWith('CONNECT') || // postgres.js: CONNECTION_CLOSED, _ENDED, _DESTROYED, CONNECT_TIMEOUT
+    ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN'].includes(
+      code,
+    )
+  );
 }

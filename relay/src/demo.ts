@@ -5,10 +5,11 @@
 // progress, then a summary read back from the database and a checked proof.
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
-import postgres, { type Sql } from 'postgres';
+import type { Sql } from 'postgres';
 import { CertyoClient } from './certyo/client.js';
 import { type ProofStep, walkProof } from './certyo/merkle.js';
 import { loadConfig } from './config.js';
+import { connect, pgArray } from './db.js';
 import { type Server, startEmbedded } from './embedded.js';
 import { migrate } from './install.js';
 import { startLocalCertyo } from './local-certyo/server.js';
@@ -99,11 +100,11 @@ export async function demoCommand(args: string[], env = process.env): Promise<nu
     admin = server.adminUrl;
   }
   const dbName = `certyo_demo_${randomBytes(3).toString('hex')}`;
-  const root = postgres(admin, { max: 1, onnotice: () => {} });
+  const root = connect(admin, { max: 1 });
   await root.unsafe(`create database ${dbName}`);
   const url = new URL(admin);
   url.pathname = `/${dbName}`;
-  const sql = postgres(url.toString(), { max: 6, onnotice: () => {} });
+  const sql = connect(url.toString(), { max: 6 });
   const apiKey = `certyo_sk_test_${randomBytes(12).toString('hex')}`;
   const certyo = await startLocalCertyo({
     keys: { [apiKey]: 'demo-tenant' },
@@ -210,8 +211,8 @@ async function tamper(sql: Sql, say: (s: string) => void): Promise<number> {
     select record_id, version, verdict, left(anchored_digest, 16) || '...' as anchored_digest,
            left(current_digest, 16) || '...' as current_digest
     from certyo.verify('products') where verdict = 'tampered'`;
-  await sql`select certyo.flag_tampered('products', ${found.map((r) => r.record_id)}::text[],
-                                         ${found.map((r) => r.version)}::bigint[])`;
+  await sql`select certyo.flag_tampered('products', ${pgArray(found.map((r) => r.record_id))}::text[],
+                                         ${pgArray(found.map((r) => r.version))}::bigint[])`;
   say(
     "select record_id, version, verdict, anchored_digest, current_digest from certyo.verify('products') where verdict = 'tampered';",
   );

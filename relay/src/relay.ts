@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { CertyoClient, Outcome, RecordResult } from './certyo/client.js';
 import type { Config } from './config.js';
+import { isTransient, pgArray } from './db.js';
 import { Verifier } from './verifier.js';
 
 export interface Change {
@@ -67,10 +68,34 @@ export class Relay {
     private readonly log: Logger,
   ) {}
 
-  async start() {
+  /**
+   * Connects (a server that is down or restarting, or a terminated backend, is
+   * retried with backoff until stop()), subscribes to wake-ups, then starts the
+   * loops. False: stopped before it could start. A permanent error (no
+   * certyo schema, authentication) is thrown.
+   */
+  async start(): Promise<boolean> {
     this.running = true;
-    const database = this.cfg.database ?? ((await this.sql`select current_database() as d`)[0]!.d as string);
-    this.database = database;
+    let setup: { database: string; may_vacuum: boolean; tls: boolean } | undefined;
+    for (let attempt = 1; !setup; attempt++) {
+      try {
+        [setup] = await this.sql<{ database: string; may_vacuum: boolean; tls: boolean }[]>`
+          select current_database() as database,
+                 pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as may_vacuum,
+                 coalesce((select s.ssl from pg_stat_ssl s where s.pid = pg_backend_pid()), false) as tls
+          from pg_class c, pg_roles r
+          where c.oid = 'certyo.outbox'::regclass and r.rolname = current_user`;
+      } catch (err) {
+        if (!isTransient(err)) throw err;
+        this.lastError = (err as Error).message;
+        this.log.warn({ err, attempt }, 'cannot reach PostgreSQL yet; retrying');
+        await this.sleep(this.backoff(attempt));
+        if (!this.running) return false;
+      }
+    }
+    if (!this.running) return false;
+    this.database = this.cfg.database ?? setup.database;
+    this.deletedSinceVacuum = setup.may_vacuum ? 0 : undefined;
     // The notifying writer took our registration: register again when idle. postgres.js
     // re-issues LISTEN after a reconnect and calls onlisten again: a wake-up may have been
     // lost meanwhile, so claim now and register again too.
@@ -79,8 +104,13 @@ export class Relay {
       this.waiting = false;
       this.wake();
     };
-    const sub = await this.sql.listen('certyo_wakeup', woken, woken);
-    this.unlisten = sub.unlisten;
+    try {
+      this.unlisten = (await this.sql.listen('certyo_wakeup', woken, woken)).unlisten;
+    } catch (err) {
+      // postgres.js issues the LISTEN again when that connection comes back (and calls
+      // onlisten); until then the poll stands in.
+      this.log.warn({ err }, 'LISTEN failed; relying on the poll until it is re-issued');
+    }
     this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => this.work(i));
     if (this.cfg.verify) {
       this.verifier = new Verifier(
@@ -89,7 +119,7 @@ export class Relay {
         this.client,
         this.log,
         this.token,
-        database,
+        this.database,
         () => this.running,
         (ms) => this.sleep(ms, this.verifierWakers),
       );
@@ -99,23 +129,18 @@ export class Relay {
         () => {},
       );
     }
-    const [may] = await this.sql`
-      select pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as ok,
-             coalesce((select s.ssl from pg_stat_ssl s where s.pid = pg_backend_pid()), false) as tls
-      from pg_class c, pg_roles r
-      where c.oid = 'certyo.outbox'::regclass and r.rolname = current_user`;
-    this.deletedSinceVacuum = may?.ok ? 0 : undefined;
     this.log.info(
       {
         token: this.token,
         concurrency: this.cfg.concurrency,
-        database,
+        database: this.database,
         // Whether this connection to PostgreSQL is encrypted (sslmode in DATABASE_URL decides).
-        databaseTls: may?.tls === true,
-        vacuumsOutbox: may?.ok === true,
+        databaseTls: setup.tls,
+        vacuumsOutbox: setup.may_vacuum,
       },
       'relay started',
     );
+    return true;
   }
 
   /** Stop claiming, let in-flight batches finish until the deadline, give back every lease. */
@@ -358,8 +383,9 @@ export class Relay {
     if (acked.length > 0) {
       const [row] = await this.retryDb(
         () => this.sql<{ n: number }[]>`
-          select certyo.ack(${this.token}, ${acked.map((c) => c.id)}::bigint[], ${hashes}::text[],
-                            ${acceptedAt}::timestamptz[], ${snapshots}::text[], ${digests}::text[]) as n`,
+          select certyo.ack(${this.token}, ${pgArray(acked.map((c) => c.id))}::bigint[], ${pgArray(hashes)}::text[],
+                            ${pgArray(acceptedAt)}::timestamptz[], ${pgArray(snapshots)}::text[],
+                            ${pgArray(digests)}::text[]) as n`,
       );
       const acknowledged = row?.n ?? 0;
       this.metrics.delivered += acknowledged;
@@ -380,7 +406,7 @@ export class Relay {
     await this.retryDb(
       () =>
         this
-          .sql`select certyo.park(${this.token}, ${changes.map((c) => c.id)}::bigint[], ${reasons}::text[])`,
+          .sql`select certyo.park(${this.token}, ${pgArray(changes.map((c) => c.id))}::bigint[], ${pgArray(reasons)}::text[])`,
     );
     this.metrics.parked += changes.length;
     this.log.warn({ changes: changes.map((c) => c.id), reasons }, 'changes parked: Certyo rejected them');

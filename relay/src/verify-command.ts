@@ -5,7 +5,7 @@
 // 'tampered' (certyo.flag_tampered, needs certyo_admin) and exits 1 when
 // anything was tampered with.
 import { parseArgs } from 'node:util';
-import { connect } from './db.js';
+import { connect, pgArray } from './db.js';
 import { groupBy } from './maps.js';
 
 const VERDICTS = ['anchored', 'pending', 'tampered', 'never_anchored'] as const;
@@ -100,8 +100,8 @@ export async function verifyCommand(args: string[]): Promise<number> {
       try {
         for (const [name, rows] of groupBy(tampered, (r) => r.table_name)) {
           const [f] = await sql`
-            select certyo.flag_tampered(${name}::regclass, ${rows.map((r) => r.record_id ?? '')}::text[],
-                                        ${rows.map((r) => r.version)}::bigint[]) as n`;
+            select certyo.flag_tampered(${name}::regclass, ${pgArray(rows.map((r) => r.record_id ?? ''))}::text[],
+                                        ${pgArray(rows.map((r) => r.version))}::bigint[]) as n`;
           flagged += Number(f?.n ?? 0);
         }
       } catch (err) {

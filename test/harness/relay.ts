@@ -2,9 +2,9 @@
 // own connection pool, with its log lines handed to the test (debug level;
 // echoed to stderr when CERTYO_TEST_LOG is set), or silent.
 import { Writable } from 'node:stream';
-import postgres from 'postgres';
 import { CertyoClient } from '../../relay/src/certyo/client.js';
 import { loadConfig } from '../../relay/src/config.js';
+import { connect } from '../../relay/src/db.js';
 import { createLogger } from '../../relay/src/log.js';
 import { Relay } from '../../relay/src/relay.js';
 
@@ -26,7 +26,7 @@ export async function startTestRelay(
       cb();
     },
   });
-  const sql = postgres(dbUrl, { max: cfg.concurrency + 2, onnotice: () => {} });
+  const sql = connect(dbUrl, { max: cfg.concurrency + 2 });
   const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
   const relay = new Relay(cfg, sql, client, createLogger(onLog ? 'debug' : 'silent', [cfg.apiKey], sink));
   await relay.start();

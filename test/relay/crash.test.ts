@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { type AddressInfo, connect } from 'node:net';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -51,7 +51,9 @@ function spawnRelay(env: Record<string, string> = {}) {
       resolve(code);
     }),
   );
-  return { child, exited, log: () => log };
+  const relay = { child, exited, log: () => log };
+  spawned.push(relay);
+  return relay;
 }
 
 async function relayBackends() {
@@ -59,8 +61,20 @@ async function relayBackends() {
                 where application_name = 'certyo-relay' and datname = current_database()`;
 }
 
+const spawned: { log: () => string }[] = [];
+
+/** Waits for cond; after 90 s fails with the relays' logs instead of hanging until the file's timeout. */
 async function until(cond: () => Promise<boolean>) {
-  while (!(await cond())) await new Promise((r) => setTimeout(r, 20));
+  const deadline = Date.now() + 90_000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) {
+      const logs = spawned.map((r, i) => `relay ${i}:\n${r.log().slice(-4000)}`).join('\n');
+      throw new Error(
+        `gave up waiting after 90 s; ${(await relayBackends()).length} relay backends\n${logs}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 const drained = () =>
@@ -73,6 +87,7 @@ before(async () => {
   api = await startLocalCertyo({ keys: { [KEY]: 'acme' }, flushMs: 50, anchorMs: 10 });
 });
 afterEach(async () => {
+  spawned.length = 0;
   for (const c of children) c.kill('SIGKILL');
   // A killed relay's backends may still be finishing a statement: wait until they are gone.
   await until(async () => {
@@ -81,6 +96,7 @@ afterEach(async () => {
     return (await relayBackends()).length === 0;
   });
   Object.assign(api.faults, NO_FAULTS);
+  await db.sql`delete from certyo.waiting_relay`; // a killed relay's registration stays behind
   await db.sql`delete from items`;
   await drainWithInProcessCleanup();
   api.requests.length = 0;
@@ -199,6 +215,71 @@ describe('relay process faults', () => {
       await drained();
     }
     await assertNothingLost(db.sql, api, 3000);
+  });
+
+  test('backends terminated as soon as they appear, from the first connection on: the relay never crashes', async () => {
+    // Every new connection's first statements (postgres.js fetches array types there unless
+    // told not to: porsager/postgres#1192) and the relay's start-up are cut off.
+    await writeLoad(2000);
+    api.faults.latencyMs = 5;
+    const r = spawnRelay({ CERTYO_BATCH_SIZE: '50' });
+    let terminated = 0;
+    while (terminated < 40 && r.child.exitCode === null && r.child.signalCode === null) {
+      const [t] = await db.sql`select count(*) filter (where pg_terminate_backend(pid))::int as n
+                               from pg_stat_activity
+                               where application_name = 'certyo-relay' and datname = current_database()`;
+      terminated += t!.n;
+    }
+    const crashed = r.exited.then((code) => {
+      throw new Error(`the relay exited (${code}):\n${r.log()}`);
+    });
+    await Promise.race([drained(), crashed]);
+    assert.equal(r.child.exitCode, null);
+    await assertNothingLost(db.sql, api, 2200);
+  });
+
+  test('a relay started before PostgreSQL accepts connections waits, then delivers; SIGTERM while it waits exits 0', async () => {
+    const spare = createServer();
+    await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
+    const port = (spare.address() as AddressInfo).port;
+    await new Promise((resolve) => spare.close(resolve)); // nothing listens there now
+    const real = new URL(db.url);
+    const url = new URL(db.url);
+    url.hostname = '127.0.0.1';
+    url.port = String(port);
+    const cannotReach = (r: { log: () => string }) => async () =>
+      r.log().includes('cannot reach PostgreSQL yet');
+
+    const early = spawnRelay({ DATABASE_URL: url.toString() });
+    await until(cannotReach(early));
+    early.child.kill('SIGTERM');
+    assert.equal(await early.exited, 0, early.log());
+
+    const patient = spawnRelay({ DATABASE_URL: url.toString() });
+    await until(cannotReach(patient));
+    await writeLoad(300);
+    // PostgreSQL "comes up" on that port: a TCP proxy to the real server.
+    const sockets = new Set<Socket>();
+    const proxy = createServer((client) => {
+      const server = connect(Number(real.port || 5432), real.hostname);
+      for (const [a, b] of [
+        [client, server],
+        [server, client],
+      ] as const) {
+        sockets.add(a);
+        a.pipe(b);
+        a.on('error', () => b.destroy());
+      }
+    });
+    await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
+    try {
+      await drained();
+      await assertNothingLost(db.sql, api, 330);
+      assert.equal(patient.child.exitCode, null);
+    } finally {
+      proxy.close();
+      for (const s of sockets) s.destroy();
+    }
   });
 
   test('3 relay processes on a 50,000-change backlog with one record updated 2,000 times: in order, nothing lost', async () => {
