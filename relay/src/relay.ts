@@ -148,8 +148,17 @@ export class Relay {
     this.running = false;
     this.wake();
     for (const w of [...this.verifierWakers, ...this.helperWakers]) w();
-    const deadline = new Promise((r) => setTimeout(r, this.cfg.shutdownTimeoutMs).unref());
-    await Promise.race([Promise.all([...this.workers, this.verifying, this.vacuuming]), deadline]);
+    const deadline = new Promise<'deadline'>((r) =>
+      setTimeout(() => r('deadline'), this.cfg.shutdownTimeoutMs).unref(),
+    );
+    const finished = Promise.all([...this.workers, this.verifying, this.vacuuming]).then(
+      () => 'finished' as const,
+    );
+    if ((await Promise.race([finished, deadline])) === 'deadline')
+      this.log.warn(
+        { shutdownTimeoutMs: this.cfg.shutdownTimeoutMs },
+        'shutdown deadline reached with work in flight; its leases are given back',
+      );
     try {
       const [row] = await this.sql`select certyo.release(${this.token}) as n`;
       await this.sql`select certyo.relay_busy(${this.token})`;
@@ -165,8 +174,9 @@ export class Relay {
     this.wakers.clear();
   }
 
-  /** Resolves after ms, or earlier (true) when woken. */
+  /** Resolves after ms, or earlier (true) when woken; at once when stopping (a loop may miss stop()'s wake-up). */
   private sleep(ms: number, wakers = this.wakers) {
+    if (!this.running) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
       const done = (woken: boolean) => {
         clearTimeout(t);

@@ -5,6 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import postgres from 'postgres';
+import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
@@ -55,6 +56,8 @@ before(async () => {
 });
 afterEach(async () => {
   for (const r of running.splice(0)) await r.close();
+  // Every loop noticed the stop (none slept on, nor waited for the deadline).
+  assert.ok(!logLines.some((l) => l.includes('shutdown deadline reached')), 'stopped before the deadline');
   Object.assign(api.faults, NO_FAULTS);
   await db.sql`delete from products`; // first: its DELETEs are captured too
   await db.sql`delete from certyo.outbox`;
@@ -129,6 +132,73 @@ describe('relay', () => {
       api.requests.some((r) => r.records.some((x) => x.replayed)),
       'a dropped response was resent and replayed',
     );
+  });
+
+  test('Certyo down (connections refused), then back: backoff while down, one request per batch on recovery, nothing lost', async () => {
+    const port = await freePort(); // nothing listens there yet
+    await db.sql`insert into products select g, 's', g from generate_series(1, 500) g`;
+    const entry = await startRelay({
+      CERTYO_BASE_URL: `http://127.0.0.1:${port}`,
+      CERTYO_BATCH_SIZE: '100',
+      CERTYO_CONCURRENCY: '3',
+    });
+    const retries = () =>
+      logLines
+        .filter((l) => l.includes('delivery will be retried'))
+        .map((l) => JSON.parse(l) as { reason: string; attempt: number; waitMs: number });
+    await until(() => retries().length >= 8);
+    for (const r of retries()) {
+      assert.match(r.reason, /ECONNREFUSED/);
+      assert.ok(r.waitMs <= 200, `waits are capped (CERTYO_BACKOFF_MAX_MS): ${r.waitMs}`);
+    }
+    assert.ok(
+      Math.max(...retries().map((r) => r.attempt)) >= 3,
+      'attempts are counted, so the backoff grows',
+    );
+    assert.equal(entry.relay.healthy, true, 'unreachable is not a configuration error');
+    const back = await startLocalCertyo({ keys: { [KEY]: 'acme' }, port, flushMs: 50, anchorMs: 10 });
+    try {
+      await drained();
+      await assertNothingLost(db.sql, back, 500);
+      // The backlog arrives as batches, each once: nothing was half-sent while Certyo was down.
+      assert.equal(back.requests.length, 5);
+    } finally {
+      for (const r of running.splice(0)) await r.close();
+      await back.close();
+    }
+  });
+
+  test('stop() reaches a loop that was mid-claim: it does not sleep on until the deadline', async () => {
+    const waitsOnLock = async (event: string) => {
+      for (;;) {
+        const rows = await db.sql`select 1 from pg_stat_activity where datname = current_database()
+                                  and wait_event_type = 'Lock' and wait_event = ${event}`;
+        if (rows.length > 0) return;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    };
+    // Hold the relay in its registration, then in the claim that follows it (claims take
+    // advisory lock 7283002): the claim finds nothing and the loop would go to sleep.
+    const table = await db.sql.reserve();
+    const advisory = await db.sql.reserve();
+    try {
+      await table`begin`;
+      await table`lock table certyo.waiting_relay in access exclusive mode`;
+      const entry = await startRelay({ CERTYO_SHUTDOWN_TIMEOUT_MS: '3000' });
+      await waitsOnLock('relation');
+      await advisory`select pg_advisory_lock(7283002)`;
+      await table`rollback`;
+      await waitsOnLock('advisory');
+      const stopped = entry.close();
+      running.splice(running.indexOf(entry), 1);
+      await advisory`select pg_advisory_unlock(7283002)`;
+      await stopped;
+      assert.ok(logLines.some((l) => l.includes('relay stopped')));
+    } finally {
+      table.release();
+      advisory.release();
+    }
+    // afterEach: no 'shutdown deadline reached' line.
   });
 
   for (const garble of ['html', 'truncated', 'endlessHeaders'] as const) {
