@@ -1,4 +1,4 @@
-// /healthz (process up), /readyz (delivering: database reachable, Certyo not
+// /healthz (process up), /readyz (delivering: started, database reachable, Certyo not
 // refusing our credentials), /metrics (Prometheus text). No secrets in output.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -21,10 +21,16 @@ export async function startHealth(
         () => true,
         () => false,
       );
-      const ready = db && relay.healthy;
+      const ready = relay.started && db && relay.healthy;
       return send(
         ready ? 200 : 503,
-        JSON.stringify({ ready, database: db, certyo: relay.healthy, lastError: relay.lastError ?? null }),
+        JSON.stringify({
+          ready,
+          started: relay.started,
+          database: db,
+          certyo: relay.healthy,
+          lastError: relay.lastError ?? null,
+        }),
         'application/json',
       );
     }

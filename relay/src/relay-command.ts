@@ -31,20 +31,19 @@ export async function relayCommand(_args: string[], env = process.env): Promise<
   });
   const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
   const relay = new Relay(cfg, sql, client, log);
-  let health: Awaited<ReturnType<typeof startHealth>> | undefined;
+  // Health first: while the relay waits for PostgreSQL, /healthz answers and /readyz says not yet.
+  const health = await startHealth(cfg.healthPort, relay, sql);
+  log.info({ healthPort: health.port, baseUrl: cfg.baseUrl }, 'health endpoints listening');
   try {
     // Starting waits for PostgreSQL (retrying); a stop request meanwhile ends the wait.
     const stopping = stopRequested.then(() => relay.stop());
-    if (await relay.start()) {
-      health = await startHealth(cfg.healthPort, relay, sql);
-      log.info({ healthPort: health.port, baseUrl: cfg.baseUrl }, 'health endpoints listening');
-    }
+    await relay.start();
     await stopRequested;
     log.info('stopping');
     await stopping;
     return 0;
   } finally {
-    health?.server.close();
+    health.server.close();
     await client.close();
     await sql.end({ timeout: 5 });
   }

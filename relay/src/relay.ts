@@ -33,6 +33,8 @@ export class Relay {
   readonly token = randomUUID();
   readonly metrics = new Metrics();
   healthy = true;
+  /** Connected and delivering (start() finished). */
+  started = false;
   lastError: string | undefined;
   private running = false;
   private workers: Promise<void>[] = [];
@@ -140,6 +142,7 @@ export class Relay {
       },
       'relay started',
     );
+    this.started = true;
     return true;
   }
 

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
+import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { paths } from '../../relay/src/paths.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
@@ -239,10 +240,7 @@ describe('relay process faults', () => {
   });
 
   test('a relay started before PostgreSQL accepts connections waits, then delivers; SIGTERM while it waits exits 0', async () => {
-    const spare = createServer();
-    await new Promise<void>((resolve) => spare.listen(0, '127.0.0.1', resolve));
-    const port = (spare.address() as AddressInfo).port;
-    await new Promise((resolve) => spare.close(resolve)); // nothing listens there now
+    const port = await freePort(); // nothing listens there (yet)
     const real = new URL(db.url);
     const url = new URL(db.url);
     url.hostname = '127.0.0.1';
@@ -255,8 +253,18 @@ describe('relay process faults', () => {
     early.child.kill('SIGTERM');
     assert.equal(await early.exited, 0, early.log());
 
-    const patient = spawnRelay({ DATABASE_URL: url.toString() });
+    const healthPort = await freePort();
+    const patient = spawnRelay({ DATABASE_URL: url.toString(), CERTYO_HEALTH_PORT: String(healthPort) });
     await until(cannotReach(patient));
+    const probe = async (path: string) => {
+      const res = await fetch(`http://127.0.0.1:${healthPort}${path}`);
+      return { status: res.status, body: await res.text() };
+    };
+    // Alive while it waits, not ready.
+    assert.equal((await probe('/healthz')).status, 200);
+    const waiting = await probe('/readyz');
+    assert.equal(waiting.status, 503);
+    assert.equal(JSON.parse(waiting.body).started, false);
     await writeLoad(300);
     // PostgreSQL "comes up" on that port: a TCP proxy to the real server.
     const sockets = new Set<Socket>();
@@ -276,6 +284,7 @@ describe('relay process faults', () => {
       await drained();
       await assertNothingLost(db.sql, api, 330);
       assert.equal(patient.child.exitCode, null);
+      assert.equal((await probe('/readyz')).status, 200);
     } finally {
       proxy.close();
       for (const s of sockets) s.destroy();
