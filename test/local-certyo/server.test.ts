@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { canonical, parseJson } from '../../relay/src/certyo/json.js';
 import { walkProof } from '../../relay/src/certyo/merkle.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
+import { until } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_acme';
 const OTHER = 'certyo_sk_test_globex';
@@ -335,10 +336,3 @@ describe('faults', () => {
 });
 
 /** Polls a condition on the server's state (anchoring runs on its own timers). */
-async function until(cond: () => Promise<boolean>, timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

@@ -15,6 +15,7 @@ import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/l
 import { paths } from '../../relay/src/paths.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
+import { until as waitUntil } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_crash_0123456789abcdef';
 let db: TestDb;
@@ -64,19 +65,13 @@ async function relayBackends() {
 
 const spawned: { log: () => string }[] = [];
 
-/** Waits for cond; after 90 s fails with the relays' logs instead of hanging until the file's timeout. */
-async function until(cond: () => Promise<boolean>) {
-  const deadline = Date.now() + 90_000;
-  while (!(await cond())) {
-    if (Date.now() > deadline) {
-      const logs = spawned.map((r, i) => `relay ${i}:\n${r.log().slice(-4000)}`).join('\n');
-      throw new Error(
-        `gave up waiting after 90 s; ${(await relayBackends()).length} relay backends\n${logs}`,
-      );
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** Waits for cond; one that never comes fails with the relays' logs. */
+const until = (cond: () => Promise<boolean>) =>
+  waitUntil(cond, {
+    describe: async () =>
+      `${(await relayBackends()).length} relay backends\n` +
+      spawned.map((r, i) => `relay ${i}:\n${r.log().slice(-4000)}`).join('\n'),
+  });
 
 const drained = () =>
   until(async () => (await db.sql`select count(*)::int as n from certyo.outbox`)[0]!.n === 0);

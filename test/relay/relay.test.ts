@@ -10,6 +10,7 @@ import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/l
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
 import { startTestRelay, type TestRelay } from '../harness/relay.js';
+import { until } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_relay_0123456789abcdef';
 let db: TestDb;
@@ -36,17 +37,12 @@ async function startRelay(env: Record<string, string> = {}, key = KEY) {
   return entry;
 }
 
-async function until(cond: () => boolean) {
-  while (!cond()) await new Promise((r) => setTimeout(r, 20));
-}
-
-async function drained() {
-  for (;;) {
-    const [row] = await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`;
-    if (row!.n === 0) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+const drained = () =>
+  until(
+    async () =>
+      (await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`)[0]!.n === 0,
+    { describe: () => logLines.slice(-30).join('') },
+  );
 
 before(async () => {
   db = await freshDatabase();

@@ -9,6 +9,7 @@ import { type LocalCertyo, startLocalCertyo } from '../../relay/src/local-certyo
 import { paths } from '../../relay/src/paths.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { startTestRelay } from '../harness/relay.js';
+import { until } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_sweep_0123456789abcdef';
 const exec = promisify(execFile);
@@ -28,15 +29,13 @@ async function cli(args: string[]) {
   }
 }
 
-async function settled() {
-  for (;;) {
+const settled = () =>
+  until(async () => {
     const [r] = await db.sql`
       select (select count(*) from certyo.outbox)::int
            + (select count(*) from certyo.receipt where anchor_status <> 'anchored')::int as n`;
-    if (r!.n === 0) return;
-    await new Promise((res) => setTimeout(res, 20));
-  }
-}
+    return r!.n === 0;
+  });
 
 /** Delivers and anchors everything captured so far, with a relay that then stops. */
 async function deliverAll() {

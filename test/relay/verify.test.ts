@@ -9,6 +9,7 @@ import { walkProof } from '../../relay/src/certyo/merkle.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { startTestRelay, type TestRelay } from '../harness/relay.js';
+import { until } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_verify_0123456789abcdef';
 let db: TestDb;
@@ -39,9 +40,6 @@ async function startRelay(env: Record<string, string> = {}) {
 }
 
 /** Waits until the query returns a row whose n is true (polling the database, not the clock). */
-async function until(check: () => Promise<boolean>) {
-  while (!(await check())) await new Promise((r) => setTimeout(r, 20));
-}
 
 const unsettled = async () => {
   const [r] = await db.sql`
