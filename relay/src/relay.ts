@@ -9,6 +9,13 @@ import type { Config } from './config.js';
 import { isTransient, pgArray } from './db.js';
 import { Verifier } from './verifier.js';
 
+/** What the relay learns about its database and role at start. */
+interface Setup {
+  database: string;
+  may_vacuum: boolean;
+  tls: boolean;
+}
+
 export interface Change {
   id: string;
   idempotency_key: string;
@@ -78,10 +85,10 @@ export class Relay {
    */
   async start(): Promise<boolean> {
     this.running = true;
-    let setup: { database: string; may_vacuum: boolean; tls: boolean } | undefined;
-    for (let attempt = 1; !setup; attempt++) {
+    let setup: Setup | undefined;
+    for (let attempt = 1; !setup && this.running; attempt++) {
       try {
-        [setup] = await this.sql<{ database: string; may_vacuum: boolean; tls: boolean }[]>`
+        [setup] = await this.sql<Setup[]>`
           select current_database() as database,
                  pg_has_role(current_user, c.relowner, 'USAGE') or r.rolsuper as may_vacuum,
                  coalesce((select s.ssl from pg_stat_ssl s where s.pid = pg_backend_pid()), false) as tls
@@ -92,10 +99,9 @@ export class Relay {
         this.lastError = (err as Error).message;
         this.log.warn({ err, attempt }, 'cannot reach PostgreSQL yet; retrying');
         await this.sleep(this.backoff(attempt));
-        if (!this.running) return false;
       }
     }
-    if (!this.running) return false;
+    if (!setup || !this.running) return false;
     this.database = this.cfg.database ?? setup.database;
     this.deletedSinceVacuum = setup.may_vacuum ? 0 : undefined;
     // The notifying writer took our registration: register again when idle. postgres.js

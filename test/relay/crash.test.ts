@@ -58,6 +58,13 @@ function spawnRelay(env: Record<string, string> = {}) {
   return relay;
 }
 
+/** A TCP proxy's core: the two sockets piped both ways; an error on either ends both. */
+function joinSockets(a: Socket, b: Socket) {
+  a.pipe(b).pipe(a);
+  a.on('error', () => b.destroy());
+  b.on('error', () => a.destroy());
+}
+
 async function relayBackends() {
   return db.sql`select pid, state, xact_start, wait_event_type from pg_stat_activity
                 where application_name = 'certyo-relay' and datname = current_database()`;
@@ -265,14 +272,8 @@ describe('relay process faults', () => {
     const sockets = new Set<Socket>();
     const proxy = createServer((client) => {
       const server = connect(Number(real.port || 5432), real.hostname);
-      for (const [a, b] of [
-        [client, server],
-        [server, client],
-      ] as const) {
-        sockets.add(a);
-        a.pipe(b);
-        a.on('error', () => b.destroy());
-      }
+      sockets.add(client).add(server);
+      joinSockets(client, server);
     });
     await new Promise<void>((resolve) => proxy.listen(port, '127.0.0.1', resolve));
     try {
@@ -353,12 +354,7 @@ describe('relay process faults', () => {
     const apiPort = Number(new URL(api.url).port);
     const front = createTlsServer(
       { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) },
-      (socket) => {
-        const upstream = connect(apiPort, '127.0.0.1');
-        socket.pipe(upstream).pipe(socket);
-        socket.on('error', () => upstream.destroy());
-        upstream.on('error', () => socket.destroy());
-      },
+      (socket) => joinSockets(socket, connect(apiPort, '127.0.0.1')),
     );
     await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve));
     try {
