@@ -63,6 +63,8 @@ export class Relay {
   private wakeups = 0;
   /** Acknowledged (deleted) since the relay last vacuumed the outbox; undefined: not allowed to vacuum. */
   private deletedSinceVacuum: number | undefined;
+  /** Vacuum after this many acknowledgements: 10,000, or 5% of the rows the outbox held at the last vacuum. */
+  private vacuumEvery = 10_000;
   private vacuuming: Promise<void> | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private database = '';
@@ -228,7 +230,6 @@ export class Relay {
                             ${this.cfg.maxBatchBytes})`;
         failures = 0;
         this.setBacklog(changes);
-        if (changes.length < this.cfg.batchSize) this.vacuumIfDue(10_000);
         if (changes.length === 0) {
           if (!this.waiting) {
             await this.setWaiting(true);
@@ -290,12 +291,16 @@ export class Relay {
    * Acknowledged changes leave dead tuples in the outbox until vacuum, and
    * autovacuum looks at a table at most once per autovacuum_naptime (1 min by
    * default): long enough for claims to slow down by scanning them. When its
-   * role may (owner, superuser), the relay vacuums the outbox itself once a
-   * backlog is drained, or every 200k changes during a long drain. It runs
-   * beside delivery (a vacuum of a large outbox takes seconds), one at a time.
+   * role may (owner, superuser), the relay vacuums the outbox itself after
+   * every 10,000 acknowledged changes, or 5% of what the outbox held at the
+   * last vacuum if that is more: every claim walks the primary key over the
+   * entries deleted since, so on a 200k backlog vacuuming every 10k drains
+   * twice as fast as every 200k, while on a 1M backlog vacuuming that often
+   * costs more than it saves. It runs beside delivery (a vacuum of a large
+   * outbox takes seconds), one at a time.
    */
-  private vacuumIfDue(threshold: number) {
-    if (this.deletedSinceVacuum === undefined || this.deletedSinceVacuum < threshold || this.vacuuming)
+  private vacuumIfDue() {
+    if (this.deletedSinceVacuum === undefined || this.deletedSinceVacuum < this.vacuumEvery || this.vacuuming)
       return;
     this.vacuuming = this.vacuum();
   }
@@ -306,7 +311,11 @@ export class Relay {
       const deleted = this.deletedSinceVacuum;
       this.deletedSinceVacuum = 0;
       await this.sql.unsafe('vacuum (analyze) certyo.outbox');
-      this.log.debug({ deleted, ms: Math.round(performance.now() - t0) }, 'outbox vacuumed');
+      const [size] = await this.sql<{ rows: number }[]>`
+        select greatest(reltuples, 0)::float8 as rows from pg_class where oid = 'certyo.outbox'::regclass`;
+      const rows = size?.rows ?? 0;
+      this.vacuumEvery = Math.max(10_000, Math.round(0.05 * rows));
+      this.log.debug({ deleted, rows, ms: Math.round(performance.now() - t0) }, 'outbox vacuumed');
     } catch (err) {
       this.log.warn({ err }, 'could not vacuum the outbox; leaving it to autovacuum');
       this.deletedSinceVacuum = undefined;
@@ -409,7 +418,7 @@ export class Relay {
       const acknowledged = row?.n ?? 0;
       this.metrics.delivered += acknowledged;
       if (this.deletedSinceVacuum !== undefined) this.deletedSinceVacuum += acknowledged;
-      this.vacuumIfDue(200_000);
+      this.vacuumIfDue();
       if (acknowledged < acked.length) {
         // Our lease expired and another relay took these changes over; it acknowledges them (Certyo deduplicates).
         this.log.warn(
