@@ -295,6 +295,25 @@ describe('relay', () => {
     assert.deepEqual([...loops()].sort(), [0, 1, 2], 'the backlog was not shared by every loop');
   });
 
+  test('a relay whose role may vacuums the outbox itself once 10,000 changes are delivered', async () => {
+    // vacuum_count counts manual vacuums only (autovacuum has its own counter).
+    const vacuums = async () =>
+      (
+        await db.sql`select vacuum_count::int as n from pg_stat_user_tables where relid = 'certyo.outbox'::regclass`
+      )[0]!.n;
+    const before = await vacuums();
+    await db.sql`insert into products select g, 's', g from generate_series(1, 10500) g`;
+    await startRelay();
+    await drained();
+    const vacuumed = () => logLines.find((l) => l.includes('"outbox vacuumed"'));
+    await until(() => vacuumed() !== undefined, {
+      limitMs: 30_000,
+      describe: () => logLines.filter((l) => l.includes('vacuum')).join(''),
+    });
+    assert.ok((JSON.parse(vacuumed()!) as { deleted: number }).deleted >= 10_000);
+    assert.ok((await vacuums()) > before, 'PostgreSQL counted the vacuum');
+  });
+
   test('poison records are parked with the reason; the rest flow; later changes of that record wait', async () => {
     Object.assign(api.faults, { rejectField: 'sku', rejectValue: 'POISON' });
     await db.sql`insert into products values (1, 'ok', 1), (2, 'POISON', 2), (3, 'ok', 3)`;
