@@ -39,6 +39,13 @@ function usage(child: ChildProcess): { cpuSeconds: number; peakRssMb: number } {
   return { cpuSeconds: ticks / hz, peakRssMb: Math.round(Number(hwm?.[1] ?? 0) / 1024) };
 }
 
+/** Busy and total jiffies of the whole machine (all cores), from /proc/stat. */
+function machineTicks(): { busy: number; total: number } {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = cpu.reduce((a, b) => a + b, 0);
+  return { busy: total - (cpu[3] ?? 0) - (cpu[4] ?? 0), total }; // idle, iowait
+}
+
 /** Polls with a cheap query: counting a large outbox every 20 ms would take CPU from the drain. */
 async function untilDrained(sql: Sql) {
   while ((await sql`select exists (select from certyo.outbox) as more`)[0]!.more) await sleep(20);
@@ -139,6 +146,7 @@ async function main() {
       const rate = maxTps * share;
       const total = Math.floor(rate * SECONDS);
       const scheduled = new Map<string, number>();
+      const ticks = machineTicks();
       const start = performance.now() + 50;
       const pending: Promise<unknown>[] = [];
       for (let i = 0; i < total; i++) {
@@ -153,6 +161,7 @@ async function main() {
       }
       await Promise.all(pending);
       await untilDrained(sql);
+      const ticksAfter = machineTicks();
       const at = arrivals(api);
       const lat = [...scheduled]
         .map(([id, due]) => (at.get(id) ?? Number.NaN) - due)
@@ -164,6 +173,8 @@ async function main() {
         p50: round(pct(lat, 50)),
         p90: round(pct(lat, 90)),
         p99: round(pct(lat, 99)),
+        // Share of both cores busy from the load's start until it was drained (writers, relay, local Certyo, this process).
+        machineBusy: round((ticksAfter.busy - ticks.busy) / (ticksAfter.total - ticks.total), 2),
       };
     }
     await stopRelay(relay);
