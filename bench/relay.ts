@@ -147,9 +147,8 @@ async function main() {
       api.requests.length = 0;
       const rate = maxTps * share;
       const total = Math.floor(rate * SECONDS);
-      const scheduled = new Map<string, number>();
-      const committed = new Map<string, number>(); // when each insert's commit returned here
-      const committedLate: number[] = []; // ms from each insert's scheduled time to its commit returning
+      // Per change id: when its insert was due, and when its commit returned here.
+      const times = new Map<string, { due: number; committed: number }>();
       const ticks = machineTicks();
       const start = performance.now() + 50;
       const pending: Promise<unknown>[] = [];
@@ -158,24 +157,19 @@ async function main() {
         const wait = due - performance.now();
         if (wait > 1) await sleep(wait);
         pending.push(
-          sql`insert into events (kind) values ('load') returning id::text`.then((rows) => {
-            const now = performance.now();
-            scheduled.set(rows[0]!.id as string, due);
-            committed.set(rows[0]!.id as string, now);
-            committedLate.push(now - due);
-          }),
+          sql`insert into events (kind) values ('load') returning id::text`.then((rows) =>
+            times.set(rows[0]!.id as string, { due, committed: performance.now() }),
+          ),
         );
       }
       await Promise.all(pending);
       await untilDrained(sql);
       const ticksAfter = machineTicks();
       const at = arrivals(api);
-      const lat = [...scheduled]
-        .map(([id, due]) => (at.get(id) ?? Number.NaN) - due)
-        .filter((x) => !Number.isNaN(x));
-      const fromCommit = [...committed]
-        .map(([id, t]) => (at.get(id) ?? Number.NaN) - t)
-        .filter((x) => !Number.isNaN(x));
+      const received = [...times].filter(([id]) => at.has(id));
+      const lat = received.map(([id, t]) => at.get(id)! - t.due);
+      const fromCommit = received.map(([id, t]) => at.get(id)! - t.committed);
+      const committedLate = [...times.values()].map((t) => t.committed - t.due);
       results[`loadLatencyMs_${share * 100}pct`] = {
         targetRate: round(rate),
         changes: total,

@@ -134,7 +134,7 @@ export class Relay {
         (ms) => this.sleep(ms, this.verifierWakers),
       );
       // One verification loop more than delivery loops, so checking keeps pace with delivering:
-      // with as many, a 100k drain ended with 14,000-23,000 changes unverified, with one more 4,000
+      // with as many, a 100k drain ended with 14,000-23,000 changes unverified, with one more at most 5,000
       // (a round settles 1000 receipts in about 180 ms, a delivery loop acknowledges 1000 in less).
       const verifier = this.verifier;
       this.verifying = Promise.all(
