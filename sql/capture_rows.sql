@@ -32,7 +32,7 @@ begin
                coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                         certyo.record_key_slow(v_table, x.j)),
                x.j
-        from (select n.certyo_record_version as v, row_to_json(n) as j from certyo_new n) as x
+        from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
         order by x.v;
     else
         insert into certyo.outbox (id, table_id, op, record_id, payload)
@@ -40,7 +40,7 @@ begin
                coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                         certyo.record_key_slow(v_table, x.j)),
                x.j
-        from (select row_to_json(o) as j from certyo_old o) as x;
+        from (select row_to_json(o.*) as j from certyo_old o) as x;
     end if;
     return null;
 end

@@ -177,8 +177,16 @@ begin
     v_args := (select string_agg(quote_literal(a), ', ')
                from unnest(array[v_table_id::text, case v_rel.relkind when 'p' then 'partitioned' else 'table' end]
                            || v_key_names::text[]) as a);
-    execute format('create trigger certyo_before before insert or update on %I.%I'
-                   ' for each row execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
+    -- The BEFORE trigger is skipped, without a call, for certyo's own status write-back:
+    -- write_status runs as certyo's owner with certyo.status_write on, at trigger depth 0
+    -- (an update a user's trigger makes from inside it is depth 1: versioned as usual).
+    -- The owner's name is fixed here: after certyo changes owner, write-backs take the
+    -- full trigger (still accepted) until tracking is enabled again.
+    execute format('create trigger certyo_before before insert or update on %I.%I for each row'
+                   ' when (pg_catalog.current_setting(''certyo.status_write'', true) is distinct from ''on'''
+                   ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L)'
+                   ' execute function certyo.capture_before()',
+                   v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
     -- Inserts and deletes of ordinary tables: statement-level triggers with transition
     -- tables, one set-based outbox INSERT per statement. Partitioned tables: row-level
     -- triggers, which partitions inherit, so direct writes to a partition are captured.

@@ -81,7 +81,7 @@ begin
                         when r.anchor_status <> 'anchored' then coalesce(r.anchor_status || ': ' || r.detail, r.anchor_status)
                    end
             from (select t.certyo_record_version as v, %2$s as k,
-                         sha256(convert_to((select row_to_json(x) from (select %3$s) as x)::text, 'UTF8')) as d
+                         sha256(convert_to((select row_to_json(x.*) from (select %3$s) as x)::text, 'UTF8')) as d
                   from %4$s t%5$s) as c
             left join certyo.receipt r on r.id = c.v and r.table_id = %6$s
             left join certyo.outbox o on o.id = c.v

@@ -452,7 +452,7 @@ begin
                coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                         certyo.record_key_slow(v_table, x.j)),
                x.j
-        from (select n.certyo_record_version as v, row_to_json(n) as j from certyo_new n) as x
+        from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
         order by x.v;
     else
         insert into certyo.outbox (id, table_id, op, record_id, payload)
@@ -460,7 +460,7 @@ begin
                coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                         certyo.record_key_slow(v_table, x.j)),
                x.j
-        from (select row_to_json(o) as j from certyo_old o) as x;
+        from (select row_to_json(o.*) as j from certyo_old o) as x;
     end if;
     return null;
 end
@@ -720,8 +720,16 @@ begin
     v_args := (select string_agg(quote_literal(a), ', ')
                from unnest(array[v_table_id::text, case v_rel.relkind when 'p' then 'partitioned' else 'table' end]
                            || v_key_names::text[]) as a);
-    execute format('create trigger certyo_before before insert or update on %I.%I'
-                   ' for each row execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
+    -- The BEFORE trigger is skipped, without a call, for certyo's own status write-back:
+    -- write_status runs as certyo's owner with certyo.status_write on, at trigger depth 0
+    -- (an update a user's trigger makes from inside it is depth 1: versioned as usual).
+    -- The owner's name is fixed here: after certyo changes owner, write-backs take the
+    -- full trigger (still accepted) until tracking is enabled again.
+    execute format('create trigger certyo_before before insert or update on %I.%I for each row'
+                   ' when (pg_catalog.current_setting(''certyo.status_write'', true) is distinct from ''on'''
+                   ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L)'
+                   ' execute function certyo.capture_before()',
+                   v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
     -- Inserts and deletes of ordinary tables: statement-level triggers with transition
     -- tables, one set-based outbox INSERT per statement. Partitioned tables: row-level
     -- triggers, which partitions inherit, so direct writes to a partition are captured.
@@ -801,8 +809,9 @@ comment on function certyo.disable_tracking(regclass, boolean) is
 -- write status columns back into a tracked table, only on rows still at the
 -- given version (a newer version keeps its own status), never waiting for a
 -- row a user transaction holds (skip locked: that row is getting a newer
--- version anyway). Runs as certyo's owner, so the BEFORE trigger sees a
--- status-only write-back and captures nothing. A row the tamper sweep flagged
+-- version anyway). Runs as certyo's owner with certyo.status_write on, so the
+-- BEFORE trigger's WHEN clause skips it: no call per row (7 us each), no
+-- version, nothing captured. A row the tamper sweep flagged
 -- 'tampered' keeps that status until its next real change. Returns the
 -- versions written.
 drop function if exists certyo.write_status(integer, text[], bigint[], text[], text[], timestamptz[]);
@@ -819,6 +828,8 @@ set timezone = 'UTC'
 set intervalstyle = 'postgres'
 set extra_float_digits = 1
 set bytea_output = 'hex'
+-- Read by the certyo_before trigger's WHEN clause (see enable_tracking); reset when this returns.
+set certyo.status_write = 'on'
 -- A few rows by key: always index lookups, never a scan of the whole table.
 set enable_seqscan = off
 set enable_hashjoin = off
@@ -1472,7 +1483,7 @@ begin
                         when r.anchor_status <> 'anchored' then coalesce(r.anchor_status || ': ' || r.detail, r.anchor_status)
                    end
             from (select t.certyo_record_version as v, %2$s as k,
-                         sha256(convert_to((select row_to_json(x) from (select %3$s) as x)::text, 'UTF8')) as d
+                         sha256(convert_to((select row_to_json(x.*) from (select %3$s) as x)::text, 'UTF8')) as d
                   from %4$s t%5$s) as c
             left join certyo.receipt r on r.id = c.v and r.table_id = %6$s
             left join certyo.outbox o on o.id = c.v

@@ -145,6 +145,68 @@ describe('capture', () => {
     );
   });
 
+  test("columns named like the aliases in certyo's own queries are captured and verified", async () => {
+    // Whole-row references (row_to_json(n)) would resolve to a column named n.
+    await db.sql.unsafe(`
+      create table aliases (n int primary key, o int, x int, t int, u int, k int, v int, j int);
+      select certyo.enable_tracking('aliases');
+      insert into aliases values (1, 2, 3, 4, 5, 6, 7, 8), (2, 0, 0, 0, 0, 0, 0, 0);
+      update aliases set o = 20 where n = 1;
+      delete from aliases where n = 2;
+    `);
+    const rows = (await outbox()).filter((r) => r.collection === 'public.aliases');
+    assert.deepEqual(
+      rows.map((r) => [r.op, r.record_id, JSON.parse(r.record).o]),
+      [
+        ['I', '1', 2],
+        ['I', '2', 0],
+        ['U', '1', 20],
+        ['D', '2', 0],
+      ],
+    );
+    const verdicts = await db.sql`select record_id, verdict from certyo.verify('aliases', all_rows => true)`;
+    assert.deepEqual(
+      verdicts.map((r) => [r.record_id, r.verdict]),
+      [['1', 'pending']],
+    );
+  });
+
+  test('write_status skips the BEFORE trigger, but a change a user trigger makes from inside it is captured', async () => {
+    // write_status runs with certyo.status_write on; the certyo_before trigger's WHEN
+    // clause skips only statements at trigger depth 0, so this nested update is versioned.
+    await db.sql.unsafe(`
+      create table if not exists product_log (id int primary key, n int not null);
+      select certyo.enable_tracking('product_log');
+      insert into product_log values (1, 0) on conflict do nothing;
+      create or replace function count_submitted() returns trigger language plpgsql as $$
+      begin update public.product_log set n = n + 1 where id = 1; return null; end $$;
+      create or replace trigger count_submitted after update on products for each row
+        when (new.certyo_anchor_status = 'submitted') execute function count_submitted();
+    `);
+    try {
+      await db.sql`insert into products values (8, 'desk', 90, null)`;
+      await db.sql`delete from certyo.outbox`;
+      const [p] = await db.sql`select certyo_record_version::text as v from products where id = 8`;
+      const [t] =
+        await db.sql`select table_id from certyo.tracked_table where relid = 'products'::regclass and active`;
+      const [w] = await db.sql`
+        select certyo.write_status(${t!.table_id}, '{8}', ${`{${p!.v}}`}::bigint[], '{submitted}', '{h8}', '{null}')::text as written`;
+      assert.equal(w!.written, `{${p!.v}}`);
+      const [after] =
+        await db.sql`select certyo_record_version::text as v, certyo_anchor_status as s from products where id = 8`;
+      assert.deepEqual(after, { v: p!.v, s: 'submitted' }, 'the write-back is not a change');
+      const [log] =
+        await db.sql`select n, certyo_anchor_status as s, certyo_record_version is not null as versioned from product_log where id = 1`;
+      assert.deepEqual(log, { n: 1, s: 'pending', versioned: true });
+      assert.deepEqual(
+        (await outbox()).map((r) => [r.op, r.collection, JSON.parse(r.record).n]),
+        [['U', 'public.product_log', 1]],
+      );
+    } finally {
+      await db.sql`drop trigger count_submitted on products`;
+    }
+  });
+
   test('a primary-key update is an update of the new key', async () => {
     await db.sql`insert into products values (8, 'rug', 10, null)`;
     await db.sql`update products set id = 9 where id = 8`;

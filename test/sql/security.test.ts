@@ -86,10 +86,20 @@ describe('privileges', () => {
     const before = await db.sql`select count(*)::int as n from certyo.outbox`;
     await app.begin(async (tx) => {
       await tx`select set_config('certyo.disabled', 'on', true), set_config('certyo.bypass', 'true', true)`;
+      // The setting certyo's own write-back runs with skips the trigger for certyo's owner only.
+      await tx`select set_config('certyo.status_write', 'on', true)`;
       await tx`insert into orders values (4, 4)`;
+      await tx`update orders set total = 5 where id = 4`;
     });
     const after = await db.sql`select count(*)::int as n from certyo.outbox`;
-    assert.equal(after[0]!.n, before[0]!.n + 1);
+    assert.equal(after[0]!.n, before[0]!.n + 2);
+    await assert.rejects(
+      app.begin(async (tx) => {
+        await tx`select set_config('certyo.status_write', 'on', true)`;
+        await tx`update orders set certyo_anchor_status = 'anchored' where id = 4`;
+      }),
+      denied,
+    );
   });
 
   test('objects planted on the search path are never used by capture', async () => {
