@@ -809,7 +809,7 @@ comment on function certyo.disable_tracking(regclass, boolean) is
 -- write status columns back into a tracked table, only on rows still at the
 -- given version (a newer version keeps its own status), never waiting for a
 -- row a user transaction holds (skip locked: that row is getting a newer
--- version anyway). Runs as certyo's owner with certyo.status_write on, so the
+-- version anyway). Runs as certyo's owner and turns certyo.status_write on, so the
 -- BEFORE trigger's WHEN clause skips it: no call per row (7 us each), no
 -- version, nothing captured. A row the tamper sweep flagged
 -- 'tampered' keeps that status until its next real change. Returns the
@@ -828,8 +828,6 @@ set timezone = 'UTC'
 set intervalstyle = 'postgres'
 set extra_float_digits = 1
 set bytea_output = 'hex'
--- Read by the certyo_before trigger's WHEN clause (see enable_tracking); reset when this returns.
-set certyo.status_write = 'on'
 -- A few rows by key: always index lookups, never a scan of the whole table.
 set enable_seqscan = off
 set enable_hashjoin = off
@@ -839,11 +837,17 @@ declare
     v_rel regclass;
     v_match text;
     v_written bigint[];
+    v_prev text;
 begin
     select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
         return '{}'; -- the table is gone (or its key): receipts keep what was delivered
     end if;
+    -- Read by the certyo_before trigger's WHEN clause (see enable_tracking), for this
+    -- UPDATE only: put back below, and an error rolls it back. (As a SET clause of the
+    -- function it would be refused to a non-superuser installer.)
+    v_prev := pg_catalog.current_setting('certyo.status_write', true);
+    perform pg_catalog.set_config('certyo.status_write', 'on', true);
     execute format(
         'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
         ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
@@ -858,6 +862,7 @@ begin
         v_rel, v_match)
     into v_written
     using record_ids, versions, statuses, hashes, verified_ats;
+    perform pg_catalog.set_config('certyo.status_write', coalesce(v_prev, ''), true);
     return v_written;
 end
 $$;
