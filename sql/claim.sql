@@ -6,7 +6,10 @@
 -- is held back while an earlier change of the same record is leased by a live
 -- lease or parked, so each record's changes leave in version order even with
 -- several relays. Claims are serialised (one short transaction each) so two
--- relays never split one record's changes between them.
+-- relays never split one record's changes between them. Leased changes are
+-- found below certyo.leased_upto, the highest id a claim ever leased: each
+-- claim takes the oldest deliverable changes, so that range is about the
+-- changes in flight (plus those held behind them).
 drop function if exists certyo.claim(uuid, integer, interval);
 -- Its suffix cut is inline below now.
 drop function if exists certyo.strip_status(json, text, text, timestamptz, bigint);
@@ -23,9 +26,13 @@ set jit = off
 -- is empty: a sequential scan would read every dead tuple; indexes skip them.
 set enable_seqscan = off
 as $$
+declare
+    v_upto bigint;
+    v_ids bigint[];
 begin
     perform pg_advisory_xact_lock(7283002);
-    return query
+    -- Every leased change has an id <= leased_upto (raised below, under the lock).
+    select s.last_value into v_upto from certyo.leased_upto s;
     with picked as (
         select o.id, octet_length(o.payload::text) as size
         from certyo.outbox o
@@ -37,23 +44,32 @@ begin
             and (o.table_id, o.record_id) not in (
                 select h.table_id, h.record_id
                 from certyo.outbox h
-                where (h.lease_token is not null or h.parked_at is not null)
-                    and (h.parked_at is not null or h.lease_until > now())
+                where h.id <= v_upto and h.lease_token is not null and h.lease_until > now()
+                union all
+                select h.table_id, h.record_id
+                from certyo.outbox h
+                where h.parked_at is not null
             )
         order by o.id
         limit max_changes
         for update skip locked
-    ),
-    within_budget as (
-        select b.id
-        from (select p.id, sum(p.size) over (order by p.id) - p.size as before from picked p) as b
-        where b.before < max_bytes
-    ),
-    leased as (
+    )
+    select array_agg(b.id order by b.id)
+    into v_ids
+    from (select p.id, sum(p.size) over (order by p.id) - p.size as before from picked p) as b
+    where b.before < max_bytes;
+    if v_ids is null then
+        return;
+    end if;
+    if v_ids[cardinality(v_ids)] > v_upto then
+        perform pg_catalog.setval('certyo.leased_upto', v_ids[cardinality(v_ids)]);
+    end if;
+    return query
+    with leased as (
+        -- A HOT update: no index names these columns (migration 4).
         update certyo.outbox o
         set lease_token = relay_token, lease_until = now() + lease, attempts = o.attempts + 1
-        from within_budget w
-        where o.id = w.id
+        where o.id = any (v_ids)
         returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
     )
     select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,

@@ -8,10 +8,12 @@ returns integer
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
+-- Leased changes lie at or below leased_upto (see claim): a range of the primary key.
+set enable_seqscan = off
 as $$
     with r as (
         update certyo.outbox o set lease_token = null, lease_until = null
-        where o.lease_token = relay_token
+        where o.id <= (select s.last_value from certyo.leased_upto s) and o.lease_token = relay_token
         returning 1
     ),
     v as (

@@ -400,6 +400,39 @@ describe('relay', () => {
     assert.equal(ack!.n, 1);
   });
 
+  test("a leased change holds back its record's later changes; a lease is a HOT update", async () => {
+    await db.sql`insert into products values (1, 'a', 1)`;
+    await db.sql`insert into products values (2, 'b', 1)`;
+    const a = '00000000-0000-4000-8000-00000000000a';
+    const b = '00000000-0000-4000-8000-00000000000b';
+    const [first] = await db.sql`select id, record_id from certyo.claim(${a}, 1)`;
+    assert.equal(first!.record_id, '1');
+    await db.sql`update products set sku = 'a2' where id = 1`;
+    await db.sql`insert into products values (3, 'c', 1)`;
+    await db.sql.begin(async (tx) => {
+      // This backend's counts not yet flushed to the statistics (its earlier work included).
+      const counts = () =>
+        tx`select n_tup_upd::int as upd, n_tup_hot_upd::int as hot from pg_stat_xact_user_tables where relid = 'certyo.outbox'::regclass`.then(
+          (rows) => rows[0]!,
+        );
+      const before = await counts();
+      const theirs = await tx`select record_id from certyo.claim(${b}, 10)`;
+      assert.deepEqual(
+        theirs.map((r) => r.record_id),
+        ['2', '3'],
+      );
+      // No index names the lease columns and pages keep room: no index entry per lease.
+      const after = await counts();
+      assert.deepEqual({ upd: after.upd - before.upd, hot: after.hot - before.hot }, { upd: 2, hot: 2 });
+    });
+    await db.sql`select certyo.ack(${a}, ${[first!.id]}::bigint[], '{h}', '{}', '{}', '{}')`;
+    const next = await db.sql`select record_id, record from certyo.claim(${b}, 10)`;
+    assert.deepEqual(
+      next.map((r) => [r.record_id, JSON.parse(r.record).sku]),
+      [['1', 'a2']],
+    );
+  });
+
   test('401, 500 and timeouts: everything stays queued and the key never reaches the logs', async () => {
     await db.sql`insert into products values (1, 'a', 1)`;
     const wrong = 'certyo_sk_test_wrong_key_do_not_log_me';
