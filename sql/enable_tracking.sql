@@ -177,14 +177,18 @@ begin
     v_args := (select string_agg(quote_literal(a), ', ')
                from unnest(array[v_table_id::text, case v_rel.relkind when 'p' then 'partitioned' else 'table' end]
                            || v_key_names::text[]) as a);
-    -- The BEFORE trigger is skipped, without a call, for certyo's own status write-back:
+    -- The BEFORE trigger is skipped, without a call, for the relay's status write-back:
     -- write_status runs as certyo's owner with certyo.status_write on, at trigger depth 0
-    -- (an update a user's trigger makes from inside it is depth 1: versioned as usual).
-    -- The owner's name is fixed here: after certyo changes owner, write-backs take the
-    -- full trigger (still accepted) until tracking is enabled again.
+    -- (an update a user's trigger makes from inside it is depth 1: versioned as usual), in
+    -- a session of a certyo_relay member. Anyone can set the setting, and an application's
+    -- SECURITY DEFINER function may run as the same owner (a superuser, say): the session
+    -- check keeps such a call from skipping capture. Other write-backs (the tamper sweep's)
+    -- take the full trigger, which accepts them. The owner's name is fixed here: after
+    -- certyo changes owner, write-backs take the full trigger until tracking is enabled again.
     execute format('create trigger certyo_before before insert or update on %I.%I for each row'
                    ' when (pg_catalog.current_setting(''certyo.status_write'', true) is distinct from ''on'''
-                   ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L)'
+                   ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
+                   ' or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member''))'
                    ' execute function certyo.capture_before()',
                    v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
     -- Inserts and deletes of ordinary tables: statement-level triggers with transition

@@ -86,7 +86,7 @@ describe('privileges', () => {
     const before = await db.sql`select count(*)::int as n from certyo.outbox`;
     await app.begin(async (tx) => {
       await tx`select set_config('certyo.disabled', 'on', true), set_config('certyo.bypass', 'true', true)`;
-      // The setting certyo's own write-back runs with skips the trigger for certyo's owner only.
+      // The setting the relay's write-back runs with skips the trigger only for certyo's owner in a relay's session.
       await tx`select set_config('certyo.status_write', 'on', true)`;
       await tx`insert into orders values (4, 4)`;
       await tx`update orders set total = 5 where id = 4`;
@@ -99,6 +99,31 @@ describe('privileges', () => {
         await tx`update orders set certyo_anchor_status = 'anchored' where id = 4`;
       }),
       denied,
+    );
+  });
+
+  test("nor with a SECURITY DEFINER function that runs as certyo's owner", async () => {
+    // Here certyo's owner is the superuser that installed it, and owns this application function too.
+    await db.sql.unsafe(`
+      create function public.set_total(order_id int, new_total numeric) returns void
+        language sql security definer set search_path = pg_catalog, public
+        as $$ update public.orders set total = new_total where id = order_id $$;
+      grant execute on function public.set_total(int, numeric) to certyo_test_app;
+    `);
+    const [old] = await db.sql`select certyo_record_version::text as v from orders where id = 1`;
+    await app.begin(async (tx) => {
+      await tx`select set_config('certyo.status_write', 'on', true)`;
+      await tx`select public.set_total(1, 99)`;
+    });
+    const [row] =
+      await db.sql`select certyo_record_version::text as v, certyo_anchor_status as s from orders where id = 1`;
+    assert.notEqual(row!.v, old!.v, 'the change got a new version');
+    assert.equal(row!.s, 'pending');
+    const captured =
+      await db.sql`select payload->>'total' as total from certyo.outbox where id = ${row!.v}::bigint`;
+    assert.deepEqual(
+      captured.map((r) => r.total),
+      ['99'],
     );
   });
 
