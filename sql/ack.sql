@@ -24,6 +24,11 @@ declare
     v_hashes text[];
     v_table integer;
 begin
+    -- This transaction's commit need not wait for the disk: a lease (or acknowledgement)
+    -- lost in a server crash is the same as the relay dying before it committed; the
+    -- changes are sent again with the same idempotency keys. Set here, not as a session
+    -- setting of the relay, so that it also holds behind a connection pooler.
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
     with done as (
         delete from certyo.outbox o
         using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests) as r(id, h, a, s, g)

@@ -26,11 +26,7 @@ export async function relayCommand(_args: string[], env = process.env): Promise<
   const log = createLogger(cfg.logLevel, [cfg.apiKey]);
   const sql = connect(cfg.databaseUrl, {
     max: cfg.concurrency + 2,
-    // The relay's own commits (a lease, an acknowledgement, a verification result) need
-    // no fsync wait: one lost in a server crash is the same as the relay dying before it
-    // committed: the changes are claimed and sent again, and Certyo deduplicates them by
-    // idempotency key. The writers' commits (the outbox rows) keep their own setting.
-    connection: { application_name: 'certyo-relay', synchronous_commit: 'off' },
+    connection: { application_name: 'certyo-relay' },
     onnotice: () => {},
   });
   const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });

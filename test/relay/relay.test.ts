@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
-import postgres from 'postgres';
+import postgres, { type TransactionSql } from 'postgres';
 import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
@@ -431,6 +431,27 @@ describe('relay', () => {
       next.map((r) => [r.record_id, JSON.parse(r.record).sku]),
       [['1', 'a2']],
     );
+  });
+
+  test('claim and ack commit without waiting for the disk, and only their own transactions', async () => {
+    await db.sql`insert into products values (1, 'a', 1)`;
+    const a = '00000000-0000-4000-8000-00000000000a';
+    const setting = (tx: TransactionSql) =>
+      tx`select current_setting('synchronous_commit') as s`.then((rows) => rows[0]!.s as string);
+    const [sessionDefault] = await db.sql`select current_setting('synchronous_commit') as s`;
+    assert.notEqual(sessionDefault!.s, 'off', 'the test server commits synchronously by default');
+    const claimed = await db.sql.begin(async (tx) => {
+      const rows = await tx`select id from certyo.claim(${a}, 10)`;
+      assert.equal(await setting(tx), 'off');
+      return rows;
+    });
+    await db.sql.begin(async (tx) => {
+      await tx`select certyo.ack(${a}, ${[claimed[0]!.id]}::bigint[], '{h}', '{}', '{}', '{}')`;
+      assert.equal(await setting(tx), 'off');
+    });
+    await db.sql.begin(async (tx) => {
+      assert.equal(await setting(tx), sessionDefault!.s);
+    });
   });
 
   test('401, 500 and timeouts: everything stays queued and the key never reaches the logs', async () => {
