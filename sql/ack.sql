@@ -24,10 +24,7 @@ declare
     v_hashes text[];
     v_table integer;
 begin
-    -- This transaction's commit need not wait for the disk: a lease (or acknowledgement)
-    -- lost in a server crash is the same as the relay dying before it committed; the
-    -- changes are sent again with the same idempotency keys. Set here, not as a session
-    -- setting of the relay, so that it also holds behind a connection pooler.
+    -- No fsync wait for this commit, as in certyo.claim (why is there).
     perform pg_catalog.set_config('synchronous_commit', 'off', true);
     with done as (
         delete from certyo.outbox o

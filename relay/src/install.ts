@@ -21,16 +21,18 @@ export function sqlFiles(): Array<[string, string]> {
     .map((name) => [name, readFileSync(`${paths.sql}${name}`, 'utf8')]);
 }
 
+/** A node-pg-migrate SQL file's two halves: up, and down from its "-- Down Migration" line ('' if none). */
+export function splitMigration(text: string): { up: string; down: string } {
+  const at = text.search(/^\s*--[\s-]*down\s+migration/im);
+  return at >= 0 ? { up: text.slice(0, at), down: text.slice(at) } : { up: text, down: '' };
+}
+
 /** Migration files, oldest first, as [name without .sql, up-migration SQL]. */
 export function migrationFiles(): Array<[string, string]> {
   return readdirSync(paths.migrations)
     .filter((f) => f.endsWith('.sql'))
     .sort()
-    .map((f) => {
-      const text = readFileSync(`${paths.migrations}${f}`, 'utf8');
-      const down = text.search(/^\s*--[\s-]*down\s+migration/im);
-      return [f.slice(0, -4), down >= 0 ? text.slice(0, down) : text];
-    });
+    .map((f) => [f.slice(0, -4), splitMigration(readFileSync(`${paths.migrations}${f}`, 'utf8')).up]);
 }
 
 export async function runMigrations(databaseUrl: string | undefined, log: (msg: string) => void) {

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import postgres, { type Sql } from 'postgres';
-import { installSqlObjects, migrate, psqlBundle } from '../../relay/src/install.js';
+import { installSqlObjects, migrate, psqlBundle, splitMigration } from '../../relay/src/install.js';
 import { paths } from '../../relay/src/paths.js';
 import { adminUrl, freshDatabase, type TestDb, withDatabase } from '../harness/db.js';
 
@@ -57,21 +57,22 @@ describe('install', () => {
   test('migration 4 on a live outbox: a change leased before it still holds back its record', async () => {
     const d = await freshDatabase();
     try {
-      const file = readFileSync(`${paths.migrations}1763800000004_hot-lease.sql`, 'utf8');
-      const at = file.search(/^\s*--[\s-]*down\s+migration/im);
+      const { up, down } = splitMigration(
+        readFileSync(`${paths.migrations}1763800000004_hot-lease.sql`, 'utf8'),
+      );
       await d.sql.unsafe(`
         create table t (id int primary key, v int);
         select certyo.enable_tracking('t');
         insert into t values (1, 1), (2, 1);
       `);
       // Back to migration 3's outbox, with record 1's change leased as its claim did it.
-      await d.sql.unsafe(file.slice(at));
+      await d.sql.unsafe(down);
       await d.sql`
         update certyo.outbox set lease_token = '00000000-0000-4000-8000-00000000000a',
                lease_until = now() + interval '1 minute', attempts = 1
         where record_id = '1'`;
       await d.sql`update t set v = 2 where id = 1`;
-      await d.sql.unsafe(file.slice(0, at));
+      await d.sql.unsafe(up);
       await installSqlObjects(d.sql);
       const claimed =
         await d.sql`select record_id from certyo.claim('00000000-0000-4000-8000-00000000000b', 10)`;
