@@ -23,7 +23,7 @@ async function snapshot(sql: Sql): Promise<string> {
     from pg_class c join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'certyo'
     union all
     select 'col ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
-           || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+           || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' stat ' || a.attstattarget
     from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
     left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
     where n.nspname = 'certyo' and a.attnum > 0 and not a.attisdropped
@@ -52,6 +52,24 @@ describe('install', () => {
     assert.deepEqual(applied, []);
     assert.equal(await snapshot(db.sql), first);
     assert.match(first, /fn certyo\.enable_tracking/);
+  });
+
+  test('ANALYZE of the outbox samples 3,000 rows and skips payloads', async () => {
+    const targets = await db.sql`
+      select attname, attstattarget from pg_attribute
+      where attrelid = 'certyo.outbox'::regclass and attnum > 0 and not attisdropped order by attnum`;
+    assert.ok(targets.length >= 12);
+    for (const { attname, attstattarget } of targets)
+      assert.equal(attstattarget, attname === 'payload' ? 0 : 10, attname);
+    await db.sql.unsafe(`
+      create table stat_t (id int primary key, v text);
+      select certyo.enable_tracking('stat_t');
+      insert into stat_t select g, 'x' from generate_series(1, 100) g;
+      analyze certyo.outbox;`);
+    const sampled = await db.sql`
+      select attname from pg_stats where schemaname = 'certyo' and tablename = 'outbox' order by attname`;
+    assert.ok(sampled.some((r) => r.attname === 'record_id'));
+    assert.ok(!sampled.some((r) => r.attname === 'payload'));
   });
 
   test('migration 4 on a live outbox: a change leased before it still holds back its record', async () => {
