@@ -25,7 +25,9 @@ export async function relayCommand(_args: string[], env = process.env): Promise<
   });
   const log = createLogger(cfg.logLevel, [cfg.apiKey]);
   const sql = connect(cfg.databaseUrl, {
-    max: cfg.concurrency + 2,
+    // Per delivery loop: its claim and the previous batch's acknowledgement; two more for
+    // registration, vacuum and verification.
+    max: 2 * cfg.concurrency + 2,
     connection: { application_name: 'certyo-relay' },
     onnotice: () => {},
   });

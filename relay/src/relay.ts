@@ -26,6 +26,12 @@ export interface Change {
   record: string;
 }
 
+/** A batch Certyo accepted, waiting to be acknowledged. */
+interface Settlement {
+  changes: Change[];
+  results: RecordResult[] | undefined;
+}
+
 export class Metrics {
   delivered = 0;
   retried = 0;
@@ -61,6 +67,8 @@ export class Relay {
   private waiting = false;
   /** Wake-ups received: a registration that one overtook is not counted as standing. */
   private wakeups = 0;
+  /** Background acknowledgements committed: what each released may be claimed next. */
+  private acknowledgements = 0;
   /** Acknowledged (deleted) since the relay last vacuumed the outbox; undefined: not allowed to vacuum. */
   private deletedSinceVacuum: number | undefined;
   /** Vacuum after this many acknowledgements: 10,000, or 5% of the rows the outbox held at the last vacuum. */
@@ -219,6 +227,9 @@ export class Relay {
 
   private async work(worker: number) {
     let failures = 0;
+    // The previous batch's acknowledgement, running while this loop claims and sends the
+    // next batch (never more than one behind: awaited before the next one starts).
+    let acking: Promise<void> = Promise.resolve();
     while (this.running) {
       if (worker > 0 && !this.backlog) {
         await this.sleep(this.cfg.pollIntervalMs, this.helperWakers);
@@ -226,6 +237,7 @@ export class Relay {
       }
       try {
         const t0 = performance.now();
+        const acknowledged = this.acknowledgements;
         const changes = await this.sql<Change[]>`
           select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record
           from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
@@ -237,6 +249,8 @@ export class Relay {
             await this.setWaiting(true);
             continue; // claim once more: a change committed just before we registered sent no NOTIFY
           }
+          // An acknowledgement committed since this claim began: claim what it released.
+          if (this.acknowledgements !== acknowledged) continue;
           // Polled without a wake-up: one may have been lost (the listening connection was
           // down when a writer took our registration). Register again.
           if (!(await this.sleep(this.cfg.pollIntervalMs))) this.waiting = false;
@@ -254,7 +268,10 @@ export class Relay {
         const sendable = oversized.length > 0 ? changes.filter((c) => !oversized.includes(c)) : changes;
         const t1 = performance.now();
         const spent = { httpMs: 0 };
-        if (sendable.length > 0) await this.deliver(sendable, spent);
+        const accepted: Settlement[] = [];
+        if (sendable.length > 0) await this.deliver(sendable, spent, accepted);
+        await acking;
+        acking = this.acknowledge(accepted);
         this.log.debug(
           {
             worker,
@@ -271,6 +288,27 @@ export class Relay {
         this.log.warn({ err, worker, failures }, 'relay loop error; backing off');
         await this.sleep(this.backoff(failures));
       }
+    }
+    await acking;
+  }
+
+  /**
+   * Acknowledges accepted batches in the background: the worker claims and
+   * sends its next batch meanwhile. Until this commits, those changes stay
+   * leased, so the next claim holds back their records' later changes; when it
+   * commits, sleeping workers are woken to claim what it released (no NOTIFY
+   * comes for changes committed earlier). A failure is logged: the leases
+   * expire and the changes are sent again under the same idempotency keys.
+   */
+  private async acknowledge(accepted: Settlement[]) {
+    if (accepted.length === 0) return;
+    try {
+      for (const a of accepted) await this.settle(a.changes, a.results);
+      this.acknowledgements++;
+      this.wake();
+    } catch (err) {
+      this.lastError = (err as Error).message;
+      this.log.warn({ err }, 'acknowledgement failed; the changes are sent again once their lease expires');
     }
   }
 
@@ -346,7 +384,7 @@ export class Relay {
   }
 
   /** Sends until Certyo gives an answer about every change; outcome unknown is retried, never failed. */
-  private async deliver(changes: Change[], spent = { httpMs: 0 }): Promise<void> {
+  private async deliver(changes: Change[], spent: { httpMs: number }, accepted: Settlement[]): Promise<void> {
     for (let attempt = 1; this.running || attempt === 1; attempt++) {
       const t0 = performance.now();
       const outcome: Outcome = await this.client.postBulk(this.body(changes));
@@ -357,11 +395,12 @@ export class Relay {
       switch (outcome.kind) {
         case 'accepted':
           this.healthy = true;
-          return this.settle(changes, outcome.results);
+          accepted.push({ changes, results: outcome.results });
+          return;
         case 'refused':
           if (changes.length === 1) return this.park(changes, [`${outcome.status}: ${outcome.detail}`]);
           for (const half of [changes.slice(0, changes.length >> 1), changes.slice(changes.length >> 1)]) {
-            await this.deliver(half, spent);
+            await this.deliver(half, spent, accepted);
           }
           return;
         case 'fatal':

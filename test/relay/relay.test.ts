@@ -113,6 +113,49 @@ describe('relay', () => {
     assert.ok(r.relay.metrics.delivered >= 4);
   });
 
+  test("a change held back by its record's change in flight goes once that one is acknowledged (no NOTIFY, no poll)", async () => {
+    // Acknowledgements run in the background while the loop claims again. Here the first
+    // change's acknowledgement waits on a lock until the loop has found the second change
+    // held back, registered and gone to sleep: only that commit can send it back to claim.
+    // The first change is a delete: acknowledging it writes no status back, so no write
+    // to the table sends a NOTIFY either. Verification off: its loops would queue on the lock.
+    await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
+    await db.sql`insert into products values (1, 'a', 1)`;
+    await drained();
+    const locker = await db.sql.reserve();
+    try {
+      await locker`begin`;
+      await locker`lock table certyo.receipt in share mode`;
+      api.faults.latencyMs = 300;
+      const inFlight = api.nextArrival();
+      await db.sql`delete from products where id = 1`;
+      await inFlight;
+      api.faults.latencyMs = 0;
+      await db.sql`insert into products values (1, 'b', 2)`; // no relay registered: no NOTIFY
+      await until(
+        async () =>
+          (
+            await db.sql`
+              select exists (select from certyo.waiting_relay)
+                 and exists (select from pg_stat_activity
+                             where wait_event_type = 'Lock' and query like '%certyo.ack(%')
+                 and not exists (select from pg_stat_activity
+                                 where state = 'active' and query like '%certyo.claim(%'
+                                   and pid <> pg_backend_pid()) as asleep`
+          )[0]!.asleep,
+        { describe: () => logLines.slice(-30).join('') },
+      );
+      await locker`commit`;
+    } finally {
+      locker.release();
+    }
+    await until(async () => (await db.sql`select count(*)::int as n from certyo.outbox`)[0]!.n === 0, {
+      limitMs: 30_000,
+      describe: () => logLines.slice(-30).join(''),
+    });
+    await assertNothingLost(db.sql, api, 3);
+  });
+
   test('429 storms and 503s: retried with the same keys, nothing lost', async () => {
     // Per request: 429 at 40%, else 503 at 30%, else handled and then dropped at 50% (about 1 in 5
     // requests is dropped, so a run without a drop is practically impossible).
