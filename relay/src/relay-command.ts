@@ -26,7 +26,7 @@ export async function relayCommand(_args: string[], env = process.env): Promise<
   const log = createLogger(cfg.logLevel, [cfg.apiKey]);
   const sql = connect(cfg.databaseUrl, {
     // Per delivery loop: its claim and the previous batch's acknowledgement; two more for
-    // registration, vacuum and verification.
+    // registration and vacuum; verification loops use what is free (queries beyond the pool wait).
     max: 2 * cfg.concurrency + 2,
     connection: { application_name: 'certyo-relay' },
     onnotice: () => {},
