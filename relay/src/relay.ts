@@ -338,8 +338,8 @@ export class Relay {
    * entries deleted since, so on a 200k backlog vacuuming every 10k drains
    * twice as fast as every 200k, while each vacuum reads whole indexes, so on
    * a 1M backlog vacuuming that often costs more than it saves (1M drain: 24
-   * vacuums at 15%, 7.2-7.5 s in all, against 51 at 5%, 9.8-10.1 s). It runs beside delivery (a vacuum of a large
-   * outbox takes seconds), one at a time.
+   * vacuums at 15%, 7.2-7.5 s in all, against 51 at 5%, 9.8-10.1 s). It runs
+   * beside delivery (a vacuum of a large outbox takes seconds), one at a time.
    */
   private vacuumIfDue() {
     if (this.deletedSinceVacuum === undefined || this.deletedSinceVacuum < this.vacuumEvery || this.vacuuming)
