@@ -45,6 +45,18 @@ begin
     into v_count, v_tables, v_keys, v_versions, v_hashes
     from done d;
     -- Deleted rows have no row to mark; their proof stays in the receipt.
+    if v_tables is null then
+        return v_count;
+    end if;
+    -- The usual batch is of one table: its arrays go as they are (splitting them
+    -- by table costs about 2 ms per 1,000 changes).
+    if v_tables[1] = all (v_tables) then
+        perform certyo.write_status(
+            v_tables[1], v_keys, v_versions,
+            array_fill('submitted'::text, array[cardinality(v_keys)]), v_hashes,
+            array_fill(null::timestamptz, array[cardinality(v_keys)]));
+        return v_count;
+    end if;
     for v_table in select distinct t from unnest(v_tables) as t loop
         perform certyo.write_status(
             v_table,

@@ -85,6 +85,38 @@ describe('relay', () => {
     assert.equal(left!.n, 0);
   });
 
+  test('a batch of changes to two tables marks the rows of each, with their own hashes', async () => {
+    await db.sql`create table orders (id int primary key, total numeric(10,2))`;
+    await db.sql`select certyo.enable_tracking('orders')`;
+    try {
+      for (let i = 1; i <= 20; i++) {
+        await db.sql`insert into products values (${i}, ${`sku-${i}`}, ${i})`;
+        await db.sql`insert into orders values (${i}, ${i * 2})`;
+      }
+      await db.sql`delete from products where id = 20`; // a delete in the batch: no row to mark
+      await startRelay();
+      await drained();
+      assert.ok(
+        api.requests.some((r) => new Set(r.records.map((x) => x.recordId)).size < r.records.length),
+        'one request carried both tables (record ids repeat across them)',
+      );
+      for (const table of ['products', 'orders']) {
+        const rows = await db.sql`select id::text, certyo_anchor_status as s, certyo_record_hash as h
+                                  from ${db.sql(table)} order by id`;
+        assert.equal(rows.length, table === 'products' ? 19 : 20);
+        for (const row of rows) {
+          const snap = api.ledger.all.find(
+            (x) => x.collection === `public.${table}` && x.recordId === row.id,
+          );
+          assert.equal(row.s, 'submitted', `${table} ${row.id}`);
+          assert.equal(row.h, snap?.recordHash, `${table} ${row.id} carries its own hash`);
+        }
+      }
+    } finally {
+      await db.sql`drop table orders`;
+    }
+  });
+
   test('the request body maps fields as DESIGN.md says and keeps numbers exact', async () => {
     await db.sql`alter table products add column big bigint`;
     await db.sql`insert into products (id, sku, price, big) values (1, 'x', 1.10, 9007199254740993)`;
