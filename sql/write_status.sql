@@ -1,8 +1,8 @@
 -- certyo.write_status(table_id, record_ids, versions, statuses, hashes, verified_ats):
 -- write status columns back into a tracked table, only on rows still at the
--- given version (a newer version keeps its own status), never waiting for a
--- row a user transaction holds (skip locked: that row is getting a newer
--- version anyway). Runs as certyo's owner and turns certyo.status_write on, so the
+-- given version (a newer version keeps its own status), never waiting more
+-- than a millisecond for a row a user transaction holds (then the rows held
+-- are skipped: such a row is getting a newer version anyway). Runs as certyo's owner and turns certyo.status_write on, so the
 -- BEFORE trigger's WHEN clause skips it: no call per row (7 us each), no
 -- version, nothing captured. A row the tamper sweep flagged
 -- 'tampered' keeps that status until its next real change. Returns the
@@ -31,6 +31,7 @@ declare
     v_match text;
     v_written bigint[];
     v_prev text;
+    v_lock_timeout text;
 begin
     select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
@@ -41,20 +42,43 @@ begin
     -- function it would be refused to a non-superuser installer.)
     v_prev := pg_catalog.current_setting('certyo.status_write', true);
     perform pg_catalog.set_config('certyo.status_write', 'on', true);
-    execute format(
-        'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
-        ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
-        '            where t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'''
-        '            for update of t skip locked),'
-        ' written as ('
-        ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
-        '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
-        ' from target u where %2$s and t.certyo_record_version = u.v'
-        ' returning t.certyo_record_version)'
-        ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
-        v_rel, v_match)
-    into v_written
-    using record_ids, versions, statuses, hashes, verified_ats;
+    v_lock_timeout := pg_catalog.current_setting('lock_timeout');
+    begin
+        -- Rows are seldom locked by a user: update them directly, but give up
+        -- after 1 ms of waiting for a lock (the subtransaction then undoes it all).
+        -- Locking them first with SKIP LOCKED costs 10-20% more on every batch.
+        perform pg_catalog.set_config('lock_timeout', '1ms', true);
+        execute format(
+            'with written as ('
+            ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+            '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
+            ' from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)'
+            ' where %2$s and t.certyo_record_version = u.v'
+            '   and (t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'')'
+            ' returning t.certyo_record_version)'
+            ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
+            v_rel, v_match)
+        into v_written
+        using record_ids, versions, statuses, hashes, verified_ats;
+        perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
+    exception when lock_not_available then
+        -- Some row is held (or the table is, by DDL): write the others, skipping
+        -- held rows. The settings set in the block were undone with it.
+        execute format(
+            'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
+            ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
+            '            where t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'''
+            '            for no key update of t skip locked),'
+            ' written as ('
+            ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+            '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
+            ' from target u where %2$s and t.certyo_record_version = u.v'
+            ' returning t.certyo_record_version)'
+            ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
+            v_rel, v_match)
+        into v_written
+        using record_ids, versions, statuses, hashes, verified_ats;
+    end;
     perform pg_catalog.set_config('certyo.status_write', coalesce(v_prev, ''), true);
     return v_written;
 end

@@ -3,6 +3,7 @@
 // produce nothing.
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import postgres from 'postgres';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 
 let db: TestDb;
@@ -205,6 +206,44 @@ describe('capture', () => {
     } finally {
       await db.sql`drop trigger count_submitted on products`;
     }
+  });
+
+  test("write_status never waits for a row a user holds: it skips that row, and writes rows a foreign key's check shares", async () => {
+    await db.sql`insert into products values (1, 'a', 1, null), (2, 'b', 2, null), (3, 'c', 3, null)`;
+    const rows = await db.sql`select id::text, certyo_record_version::text as v from products order by id`;
+    const versions = rows.map((r) => r.v as string);
+    const [t] =
+      await db.sql`select table_id from certyo.tracked_table where relid = 'products'::regclass and active`;
+    const user = postgres(db.url, { max: 1, onnotice: () => {} });
+    try {
+      await user.begin(async (tx) => {
+        await tx`select 1 from products where id = 2 for update`;
+        await tx`select 1 from products where id = 3 for key share`; // what a foreign key's check takes
+        // Waiting for the user's transaction would end in the statement timeout.
+        const [w] = await db.sql.begin(async (s) => {
+          await s`set local statement_timeout = '5s'`;
+          return s`select certyo.write_status(${t!.table_id}, '{1,2,3}', ${`{${versions.join(',')}}`}::bigint[],
+                                             '{submitted,submitted,submitted}', '{h1,h2,h3}', '{null,null,null}') as written`;
+        });
+        assert.deepEqual(
+          (w!.written as string[]).map(String).sort(),
+          [versions[0], versions[2]].sort(),
+          'rows 1 and 3 written, the held row 2 skipped',
+        );
+      });
+    } finally {
+      await user.end();
+    }
+    const after =
+      await db.sql`select id, certyo_anchor_status as s, certyo_record_hash as h from products order by id`;
+    assert.deepEqual(
+      after.map((r) => [r.id, r.s, r.h]),
+      [
+        ['1', 'submitted', 'h1'],
+        ['2', 'pending', null],
+        ['3', 'submitted', 'h3'],
+      ],
+    );
   });
 
   test('a primary-key update is an update of the new key', async () => {
