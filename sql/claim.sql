@@ -29,6 +29,7 @@ as $$
 declare
     v_upto bigint;
     v_ids bigint[];
+    v_encoding name := pg_catalog.current_setting('server_encoding');
 begin
     perform pg_advisory_xact_lock(7283002);
     -- This transaction's commit need not wait for the disk (nor certyo.ack's): a lease or
@@ -82,15 +83,22 @@ begin
            -- version) as the last members: cut that exact suffix (what is left is the
            -- row's own members, still valid JSON); deletes and other layouts are rebuilt.
            -- Inline, not certyo.strip_status: no function call nor JSON re-check per row.
+           -- In bytes (the server's encoding, so converting only checks it): right() and
+           -- left() count characters from the start each time; this costs a third.
+           -- The suffix is ASCII, which no server encoding uses inside a multibyte
+           -- character, so the cut falls between characters.
            case when cardinality(t.exclude_columns) = 0 and l.op <> 'D'
-                     and right(l.payload::text, length(x.suffix)) = x.suffix
-                then left(l.payload::text, -length(x.suffix)) || '}'
+                     and octet_length(x.image) > octet_length(x.suffix)
+                     and substring(x.image from octet_length(x.image) - octet_length(x.suffix) + 1) = x.suffix
+                then convert_from(substring(x.image for octet_length(x.image) - octet_length(x.suffix)), v_encoding) || '}'
                 else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id
     cross join lateral (
-        select ',"certyo_record_hash":null,"certyo_anchor_status":"pending","certyo_verified_at":null,"certyo_record_version":'
-               || l.id || '}' as suffix
+        select convert_to(l.payload::text, v_encoding) as image,
+               convert_to(',"certyo_record_hash":null,"certyo_anchor_status":"pending","certyo_verified_at":null,"certyo_record_version":'
+                          || l.id || '}', v_encoding) as suffix
+        offset 0 -- evaluated once per row, not once per use above
     ) x
     order by l.id;
 end

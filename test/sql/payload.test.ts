@@ -1,7 +1,9 @@
 // Guarantee 4: payloads are exact and do not depend on the writer's session.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { freshDatabase, type TestDb } from '../harness/db.js';
+import postgres from 'postgres';
+import { migrate } from '../../relay/src/install.js';
+import { adminUrl, freshDatabase, type TestDb, withDatabase } from '../harness/db.js';
 
 let db: TestDb;
 
@@ -95,6 +97,10 @@ describe('payload exactness', () => {
     // Unicode bytes preserved: NFC and NFD stay distinct, emoji and zero-width kept.
     assert.ok(p.includes('NFC \u00e9 NFD e\u0301 emoji \u{1F600} zero\u200Bwidth'), p);
     assert.doesNotThrow(() => JSON.parse(p), 'payload is valid JSON');
+    // What a claim sends is that same text (it cuts the status members off in bytes).
+    const [claimed] =
+      await db.sql`select record from certyo.claim('00000000-0000-4000-8000-0000000000aa', 10) where record_id = '1'`;
+    assert.equal(claimed?.record, p);
   });
 
   test('sessions with different output settings produce the same payload', async () => {
@@ -110,6 +116,30 @@ describe('payload exactness', () => {
         await tx.unsafe(insertRow, [id]);
       });
       assert.equal((await payloadOf(id)).replace(`"id":${id}`, '"id":1'), reference, s);
+    }
+  });
+
+  test('a LATIN1 database: a claim sends non-ASCII text whole (the status members are cut in its encoding)', async () => {
+    const root = postgres(adminUrl(), { max: 1, onnotice: () => {} });
+    const name = `${db.name}_latin1`;
+    await root.unsafe(
+      `create database ${name} template template0 encoding 'LATIN1' lc_collate 'C' lc_ctype 'C'`,
+    );
+    const url = withDatabase(adminUrl(), name);
+    const latin = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      await migrate(latin, url);
+      await latin.unsafe(`
+        create table t (id int primary key, v text);
+        select certyo.enable_tracking('t');
+        insert into t values (1, 'café ¼ ÿ');`);
+      const [claimed] =
+        await latin`select record from certyo.claim('00000000-0000-4000-8000-0000000000ab', 10)`;
+      assert.equal(claimed?.record, '{"id":1,"v":"café ¼ ÿ"}');
+    } finally {
+      await latin.end();
+      await root.unsafe(`drop database ${name} with (force)`);
+      await root.end();
     }
   });
 
