@@ -5,6 +5,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import postgres, { type TransactionSql } from 'postgres';
+import { pgArray } from '../../relay/src/db.js';
 import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
@@ -115,6 +116,27 @@ describe('relay', () => {
     } finally {
       await db.sql`drop table orders`;
     }
+  });
+
+  test('array literals (acknowledgements, park reasons) reach PostgreSQL exactly', async () => {
+    const values = [
+      'plain',
+      'a "quoted" reason',
+      'back\\slash\\',
+      '{braces},commas',
+      '',
+      ' spaced ',
+      'NULL',
+      'Ünï 😀',
+      null,
+      42,
+    ];
+    // As JSON text: postgres.js would read a NULL element back as the string 'NULL'.
+    const [row] = await db.sql`select array_to_json(${pgArray(values)}::text[])::text as a`;
+    assert.deepEqual(
+      JSON.parse(row!.a),
+      values.map((v) => (v === null ? null : String(v))),
+    );
   });
 
   test('the request body maps fields as DESIGN.md says and keeps numbers exact', async () => {
