@@ -139,7 +139,7 @@ async function main() {
       [
         'drain rate from a backlog / max tracked write rate (verification off)',
         '>= 4',
-        `${drain.ratioToMaxWriteRate} (${drain.changes} changes at ${drain.changesPerSecond}/s vs ${relay.maxTrackedWriteTps} TPS)`,
+        `${drain.ratioToMaxWriteRate} (${drain.changes} changes at ${drain.changesPerSecond}/s vs ${relay.maxTrackedWriteTps} TPS, the mean of ${(relay.maxTrackedWriteTpsBeforeAfter as number[]).join(' before and ')} after the drain)`,
       ],
       [
         'one change into an idle system, commit to received',

@@ -25,6 +25,10 @@ test('dist/bench/relay.js reports drain and latency figures', async () => {
   );
   const r = JSON.parse(stdout.slice(stdout.indexOf('{'))) as Record<string, Record<string, number>>;
   assert.ok(r.drain!.changesPerSecond! > 0);
+  // The write rate is measured before and after the drain; the ratio is against their mean.
+  const [before, after] = r.maxTrackedWriteTpsBeforeAfter as unknown as [number, number];
+  assert.ok(before > 0 && after > 0);
+  assert.ok(Math.abs((r.maxTrackedWriteTps as unknown as number) - (before + after) / 2) <= 0.1); // both rounded
   assert.ok(r.drain!.relayCpuSecondsPer1000! > 0 && r.drain!.relayPeakRssMb! > 0);
   assert.equal(r.idleLatencyMs!.n, 40);
   const half = r.loadLatencyMs_50pct!;
