@@ -2,7 +2,8 @@
 -- write status columns back into a tracked table, only on rows still at the
 -- given version (a newer version keeps its own status), never waiting more
 -- than a millisecond for a row a user transaction holds (then the rows held
--- are skipped: such a row is getting a newer version anyway). Runs as certyo's owner and turns certyo.status_write on, so the
+-- are skipped: such a row is getting a newer version anyway). Runs as
+-- certyo's owner and turns certyo.status_write on, so the
 -- BEFORE trigger's WHEN clause skips it: no call per row (7 us each), no
 -- version, nothing captured. A row the tamper sweep flagged
 -- 'tampered' keeps that status until its next real change. Returns the
@@ -32,6 +33,10 @@ declare
     v_written bigint[];
     v_prev text;
     v_lock_timeout text;
+    -- What both statements below write, and which rows they leave alone.
+    v_set constant text := 'certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+                           ' certyo_verified_at = coalesce(u.va, t.certyo_verified_at)';
+    v_writable constant text := '(t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'')';
 begin
     select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
@@ -50,14 +55,12 @@ begin
         perform pg_catalog.set_config('lock_timeout', '1ms', true);
         execute format(
             'with written as ('
-            ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
-            '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
+            ' update %1$s t set %3$s'
             ' from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)'
-            ' where %2$s and t.certyo_record_version = u.v'
-            '   and (t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'')'
+            ' where %2$s and t.certyo_record_version = u.v and %4$s'
             ' returning t.certyo_record_version)'
             ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
-            v_rel, v_match)
+            v_rel, v_match, v_set, v_writable)
         into v_written
         using record_ids, versions, statuses, hashes, verified_ats;
         perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
@@ -67,15 +70,13 @@ begin
         execute format(
             'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
             ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
-            '            where t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'''
-            '            for no key update of t skip locked),'
+            '            where %4$s for no key update of t skip locked),'
             ' written as ('
-            ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
-            '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
+            ' update %1$s t set %3$s'
             ' from target u where %2$s and t.certyo_record_version = u.v'
             ' returning t.certyo_record_version)'
             ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
-            v_rel, v_match)
+            v_rel, v_match, v_set, v_writable)
         into v_written
         using record_ids, versions, statuses, hashes, verified_ats;
     end;
