@@ -1,6 +1,8 @@
 // One way to open a connection pool: DATABASE_URL when given, else the
 // standard PG* variables (postgres.js reads them itself).
+import type { Logger } from 'pino';
 import postgres, { type Options, type Sql } from 'postgres';
+import type { Config } from './config.js';
 
 /**
  * fetch_types is off: postgres.js 3.4.9 fetches array types as the first
@@ -17,6 +19,22 @@ export function connect(databaseUrl: string | undefined, options: Options<Record
     ...options,
   };
   return databaseUrl ? postgres(databaseUrl, opts) : postgres(opts);
+}
+
+/**
+ * The relay's pool: per delivery loop its claim and the previous batch's
+ * acknowledgement, two more for registration and vacuum (verification loops
+ * use what is free: queries beyond the pool wait). Warnings certyo's
+ * functions raise (certyo.ack's about reused change ids) reach the log.
+ */
+export function relayPool(cfg: Pick<Config, 'databaseUrl' | 'concurrency'>, log: Logger): Sql {
+  return connect(cfg.databaseUrl, {
+    max: 2 * cfg.concurrency + 2,
+    connection: { application_name: 'certyo-relay' },
+    onnotice: (n) => {
+      if (n.severity === 'WARNING') log.warn({ hint: n.hint }, `PostgreSQL: ${n.message}`);
+    },
+  });
 }
 
 /** A PostgreSQL array literal (cast it: `${pgArray(ids)}::bigint[]`); null elements stay NULL. */

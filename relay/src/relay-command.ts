@@ -2,7 +2,7 @@
 // runs until SIGTERM/SIGINT, then stops gracefully before the deadline.
 import { CertyoClient } from './certyo/client.js';
 import { ConfigError, loadConfig } from './config.js';
-import { connect } from './db.js';
+import { relayPool } from './db.js';
 import { startHealth } from './health.js';
 import { createLogger } from './log.js';
 import { Relay } from './relay.js';
@@ -24,13 +24,7 @@ export async function relayCommand(_args: string[], env = process.env): Promise<
     process.once('SIGINT', resolve);
   });
   const log = createLogger(cfg.logLevel, [cfg.apiKey]);
-  const sql = connect(cfg.databaseUrl, {
-    // Per delivery loop: its claim and the previous batch's acknowledgement; two more for
-    // registration and vacuum; verification loops use what is free (queries beyond the pool wait).
-    max: 2 * cfg.concurrency + 2,
-    connection: { application_name: 'certyo-relay' },
-    onnotice: () => {},
-  });
+  const sql = relayPool(cfg, log);
   const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
   const relay = new Relay(cfg, sql, client, log);
   // Health first: while the relay waits for PostgreSQL, /healthz answers and /readyz says not yet.

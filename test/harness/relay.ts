@@ -4,7 +4,7 @@
 import { Writable } from 'node:stream';
 import { CertyoClient } from '../../relay/src/certyo/client.js';
 import { loadConfig } from '../../relay/src/config.js';
-import { connect } from '../../relay/src/db.js';
+import { relayPool } from '../../relay/src/db.js';
 import { createLogger } from '../../relay/src/log.js';
 import { Relay } from '../../relay/src/relay.js';
 
@@ -26,9 +26,10 @@ export async function startTestRelay(
       cb();
     },
   });
-  const sql = connect(dbUrl, { max: cfg.concurrency + 2 });
+  const log = createLogger(onLog ? 'debug' : 'silent', [cfg.apiKey], sink);
+  const sql = relayPool({ ...cfg, databaseUrl: dbUrl }, log); // as the sidecar's
   const client = new CertyoClient({ baseUrl: cfg.baseUrl, apiKey: cfg.apiKey, timeoutMs: cfg.httpTimeoutMs });
-  const relay = new Relay(cfg, sql, client, createLogger(onLog ? 'debug' : 'silent', [cfg.apiKey], sink));
+  const relay = new Relay(cfg, sql, client, log);
   await relay.start();
   return {
     relay,

@@ -497,6 +497,68 @@ describe('relay', () => {
     assert.equal(ack!.n, 1);
   });
 
+  test('a change id already receipted (change_seq set back): acknowledged, the old receipt kept, a warning', async () => {
+    const t = '00000000-0000-4000-8000-00000000000c';
+    await db.sql`insert into products values (1, 'a', 1)`;
+    const [first] = await db.sql`select id from certyo.claim(${t}, 10, '60 seconds')`;
+    await db.sql`select certyo.ack(${t}, ${[first!.id]}::bigint[], '{h1}', '{}', '{}', '{}')`;
+    // As after a copy by logical replication, which leaves sequences behind.
+    await db.sql`select setval('certyo.change_seq', ${first!.id} - 1)`;
+    await db.sql`insert into products values (2, 'b', 2), (3, 'c', 3)`;
+    const claimed = await db.sql`select id from certyo.claim(${t}, 10, '60 seconds') order by id`;
+    assert.equal(claimed[0]!.id, first!.id);
+    const notices: string[] = [];
+    const watched = postgres(db.url, { max: 1, onnotice: (n) => notices.push(`${n.message} ${n.hint}`) });
+    try {
+      const [ack] = await watched`
+        select certyo.ack(${t}, ${claimed.map((c) => c.id)}::bigint[], '{h2,h3}', '{}', '{}', '{}') as n`;
+      assert.equal(ack!.n, 2);
+    } finally {
+      await watched.end();
+    }
+    assert.equal(notices.length, 1);
+    assert.match(notices[0]!, new RegExp(`change ids \\{${first!.id}\\} already have receipts.*change_seq`));
+    assert.equal((await db.sql`select count(*)::int as n from certyo.outbox`)[0]!.n, 0);
+    const receipts = await db.sql`select record_id, record_hash from certyo.receipt order by id`;
+    assert.deepEqual(
+      receipts.map((r) => [r.record_id, r.record_hash]),
+      [
+        ['1', 'h1'],
+        ['3', 'h3'],
+      ],
+    );
+    const rows =
+      await db.sql`select id, certyo_anchor_status as s, certyo_record_hash as h from products order by id`;
+    assert.deepEqual(
+      rows.map((r) => [r.id, r.s, r.h]),
+      [
+        [1, 'submitted', 'h1'],
+        [2, 'submitted', 'h2'],
+        [3, 'submitted', 'h3'],
+      ],
+    );
+  });
+
+  test("the relay logs PostgreSQL's warnings: reused change ids are delivered, and said so", async () => {
+    const relay = await startRelay();
+    await db.sql`insert into products values (1, 'a', 1)`;
+    await drained();
+    const [{ id }] = (await db.sql`select max(id)::text as id from certyo.receipt`) as unknown as [
+      { id: string },
+    ];
+    await db.sql`select setval('certyo.change_seq', ${id}::bigint - 1)`;
+    await db.sql`insert into products values (2, 'b', 2)`;
+    await until(() => logLines.some((l) => l.includes('already have receipts')));
+    await drained();
+    const line = JSON.parse(logLines.find((l) => l.includes('already have receipts'))!);
+    assert.equal(line.level, 40); // warn
+    assert.match(line.msg, new RegExp(`^PostgreSQL: certyo.ack: change ids \\{${id}\\}`));
+    assert.match(line.hint, /Moving the database/);
+    const [row] = await db.sql`select certyo_anchor_status as s from products where id = 2`;
+    assert.equal(row!.s, 'submitted');
+    await relay.close();
+  });
+
   test("a leased change holds back its record's later changes; a lease is a HOT update", async () => {
     await db.sql`insert into products values (1, 'a', 1)`;
     await db.sql`insert into products values (2, 'b', 1)`;
