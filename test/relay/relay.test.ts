@@ -396,8 +396,9 @@ describe('relay', () => {
     // vacuum_count counts manual vacuums only (autovacuum has its own counter).
     const vacuums = async () =>
       (
-        await db.sql`select vacuum_count::int as n from pg_stat_user_tables where relid = 'certyo.outbox'::regclass`
-      )[0]!.n;
+        await db.sql`select vacuum_count::int as n, analyze_count::int as a
+                     from pg_stat_user_tables where relid = 'certyo.outbox'::regclass`
+      )[0]!;
     const before = await vacuums();
     await db.sql`insert into products select g, 's', g from generate_series(1, 10500) g`;
     await startRelay();
@@ -407,8 +408,12 @@ describe('relay', () => {
       limitMs: 30_000,
       describe: () => logLines.filter((l) => l.includes('vacuum')).join(''),
     });
-    assert.ok((JSON.parse(vacuumed()!) as { deleted: number }).deleted >= 10_000);
-    assert.ok((await vacuums()) > before, 'PostgreSQL counted the vacuum');
+    const logged = JSON.parse(vacuumed()!) as { deleted: number; analyze: boolean };
+    assert.ok(logged.deleted >= 10_000);
+    assert.equal(logged.analyze, true, "a relay's first vacuum analyzes too");
+    const after = await vacuums();
+    assert.ok(after.n > before.n, 'PostgreSQL counted the vacuum');
+    assert.ok(after.a > before.a, 'and the analyze');
   });
 
   test('poison records are parked with the reason; the rest flow; later changes of that record wait', async () => {
