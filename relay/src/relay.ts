@@ -342,10 +342,10 @@ export class Relay {
    * a 1M backlog vacuuming that often costs more than it saves (1M drain: 24
    * vacuums at 15%, 7.2-7.5 s in all, against 51 at 5%, 9.8-10.1 s). It runs
    * beside delivery (a vacuum of a large outbox takes seconds), one at a time.
-   * It analyzes the outbox too the first time, and again once the outbox has
-   * grown or shrunk by half since (vacuum keeps the row count current, and the
-   * shape of the outbox hardly changes otherwise): analyzing at every vacuum
-   * cost 5-7% of PostgreSQL's CPU in a 300,000-change drain.
+   * It analyzes the outbox too the first time, and again once its row count
+   * has halved or doubled since: analyzing at every vacuum cost 5-7% of
+   * PostgreSQL's CPU in a 300,000-change drain, and the outbox's shape hardly
+   * changes otherwise.
    */
   private vacuumIfDue() {
     if (this.deletedSinceVacuum === undefined || this.deletedSinceVacuum < this.vacuumEvery || this.vacuuming)
