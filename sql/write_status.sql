@@ -33,10 +33,18 @@ declare
     v_written bigint[];
     v_prev text;
     v_lock_timeout text;
-    -- What both statements below write, and which rows they leave alone.
-    v_set constant text := 'certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
-                           ' certyo_verified_at = coalesce(u.va, t.certyo_verified_at)';
+    -- The rows to write, and which rows the write leaves alone.
+    v_rows constant text := 'unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)';
     v_writable constant text := '(t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'')';
+    -- The update both statements below end with, over rows u from %3$s (format
+    -- arguments: table, key predicate, source, v_writable).
+    v_update constant text :=
+        ' written as ('
+        ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+        '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
+        ' from %3$s where %2$s and t.certyo_record_version = u.v and %4$s'
+        ' returning t.certyo_record_version)'
+        ' select coalesce(array_agg(certyo_record_version), ''{}'') from written';
 begin
     select m.rel, m.predicate into v_rel, v_match from certyo.key_match(write_status.table_id, 'u.k') as m;
     if v_match is null then
@@ -53,14 +61,7 @@ begin
         -- after 1 ms of waiting for a lock (the subtransaction then undoes it all).
         -- Locking them first with SKIP LOCKED costs 10-20% more on every batch.
         perform pg_catalog.set_config('lock_timeout', '1ms', true);
-        execute format(
-            'with written as ('
-            ' update %1$s t set %3$s'
-            ' from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)'
-            ' where %2$s and t.certyo_record_version = u.v and %4$s'
-            ' returning t.certyo_record_version)'
-            ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
-            v_rel, v_match, v_set, v_writable)
+        execute format('with' || v_update, v_rel, v_match, v_rows, v_writable)
         into v_written
         using record_ids, versions, statuses, hashes, verified_ats;
         perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
@@ -68,15 +69,10 @@ begin
         -- Some row is held (or the table is, by DDL): write the others, skipping
         -- held rows. The settings set in the block were undone with it.
         execute format(
-            'with u as (select * from unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)),'
+            'with u as (select * from ' || v_rows || '),'
             ' target as (select u.* from %1$s t join u on %2$s and t.certyo_record_version = u.v'
-            '            where %4$s for no key update of t skip locked),'
-            ' written as ('
-            ' update %1$s t set %3$s'
-            ' from target u where %2$s and t.certyo_record_version = u.v'
-            ' returning t.certyo_record_version)'
-            ' select coalesce(array_agg(certyo_record_version), ''{}'') from written',
-            v_rel, v_match, v_set, v_writable)
+            '            where %4$s for no key update of t skip locked),' || v_update,
+            v_rel, v_match, 'target u', v_writable)
         into v_written
         using record_ids, versions, statuses, hashes, verified_ats;
     end;
