@@ -124,9 +124,14 @@ begin
         raise exception 'collection must not be empty' using errcode = '22023';
     end if;
 
-    -- Status columns (no table rewrite: constant defaults are stored in the catalog).
-    -- One list: add the missing ones, refuse same-named columns of another type.
-    select string_agg(format('add column %I %s%s', c.name, c.type, c.def), ', ' order by c.n) filter (where a.attnum is null),
+    -- Status columns, without a table rewrite. One list: add the missing ones, refuse
+    -- same-named columns of another type. A default is set after the column is added,
+    -- so rows already there read NULL (never captured) and the catalog keeps no
+    -- 'missing value' for them: on PostgreSQL 13 to 15 a PL/pgSQL trigger that assigns
+    -- a field holding such a value crashes the server (see capture_before.sql).
+    select string_agg(format('add column %I %s', c.name, c.type)
+                      || case when c.def <> '' then format(', alter column %I set%s', c.name, c.def) else '' end,
+                      ', ' order by c.n) filter (where a.attnum is null),
            string_agg(format('%I is %s', c.name, format_type(a.atttypid, a.atttypmod)), ', ') filter (where a.atttypid <> c.type)
     into v_args, v_bad
     from (values (1, 'certyo_record_hash', 'text'::regtype, ''),

@@ -391,30 +391,41 @@ $$;
 -- write-back) and refuses it from anyone but the certyo owner; an UPDATE that
 -- changes nothing at all is not a change.
 -- SECURITY INVOKER on purpose: current_user must be the writer, not the owner.
+--
+-- Never assign to a field of OLD, or of a copy of it. PostgreSQL 13 to 15
+-- crash (signal 11 in pfree) when PL/pgSQL replaces a record field whose
+-- value comes from a column added later with a constant default (a row
+-- written before the ADD COLUMN): the replaced value lives in the table's
+-- cached descriptor, and PL/pgSQL frees it. Fields of NEW are assigned only
+-- once NEW is known to differ from OLD, so NEW is a row the executor (or an
+-- earlier trigger) built in full, never OLD handed on unchanged. Test:
+-- test/sql/pg-bugs.test.ts.
 create or replace function certyo.capture_before()
 returns trigger
 language plpgsql
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_old record;
 begin
     if tg_op = 'UPDATE' then
-        -- Binary image comparison (*=) works for every type, json and xml included.
-        v_old := old;
-        v_old.certyo_record_hash := new.certyo_record_hash;
-        v_old.certyo_anchor_status := new.certyo_anchor_status;
-        v_old.certyo_verified_at := new.certyo_verified_at;
-        v_old.certyo_record_version := new.certyo_record_version;
-        if v_old operator(pg_catalog.*=) new then
-            if old.certyo_record_hash is not distinct from new.certyo_record_hash
-                and old.certyo_anchor_status is not distinct from new.certyo_anchor_status
-                and old.certyo_verified_at is not distinct from new.certyo_verified_at
-                and old.certyo_record_version is not distinct from new.certyo_record_version
-            then
+        if old.certyo_record_hash is not distinct from new.certyo_record_hash
+            and old.certyo_anchor_status is not distinct from new.certyo_anchor_status
+            and old.certyo_verified_at is not distinct from new.certyo_verified_at
+            and old.certyo_record_version is not distinct from new.certyo_record_version
+        then
+            -- Binary image comparison (*=) works for every type, json and xml included.
+            if old operator(pg_catalog.*=) new then
                 -- Nothing changed at all (set x = x): not a change, keep the status.
                 return new;
-            elsif current_user = (select n.nspowner::regrole::name from pg_namespace n where n.nspname = 'certyo') then
+            end if;
+        elsif json_populate_record(old, json_build_object(
+                  'certyo_record_hash', new.certyo_record_hash,
+                  'certyo_anchor_status', new.certyo_anchor_status,
+                  'certyo_verified_at', new.certyo_verified_at,
+                  'certyo_record_version', new.certyo_record_version))
+              operator(pg_catalog.*=) new
+        then
+            -- Only status columns changed (OLD with NEW's status is NEW).
+            if current_user = (select n.nspowner::regrole::name from pg_namespace n where n.nspname = 'certyo') then
                 -- Status write-back from certyo's own functions.
                 return new;
             end if;
@@ -735,9 +746,14 @@ begin
         raise exception 'collection must not be empty' using errcode = '22023';
     end if;
 
-    -- Status columns (no table rewrite: constant defaults are stored in the catalog).
-    -- One list: add the missing ones, refuse same-named columns of another type.
-    select string_agg(format('add column %I %s%s', c.name, c.type, c.def), ', ' order by c.n) filter (where a.attnum is null),
+    -- Status columns, without a table rewrite. One list: add the missing ones, refuse
+    -- same-named columns of another type. A default is set after the column is added,
+    -- so rows already there read NULL (never captured) and the catalog keeps no
+    -- 'missing value' for them: on PostgreSQL 13 to 15 a PL/pgSQL trigger that assigns
+    -- a field holding such a value crashes the server (see capture_before.sql).
+    select string_agg(format('add column %I %s', c.name, c.type)
+                      || case when c.def <> '' then format(', alter column %I set%s', c.name, c.def) else '' end,
+                      ', ' order by c.n) filter (where a.attnum is null),
            string_agg(format('%I is %s', c.name, format_type(a.atttypid, a.atttypmod)), ', ') filter (where a.atttypid <> c.type)
     into v_args, v_bad
     from (values (1, 'certyo_record_hash', 'text'::regtype, ''),
