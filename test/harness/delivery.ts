@@ -5,13 +5,18 @@ import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import type { LocalCertyo } from '../../relay/src/local-certyo/server.js';
 
-/** First receipt of each accepted idempotency key, in arrival order. */
+/**
+ * First receipt of each accepted idempotency key, in arrival order, with its
+ * record named by collection and id (ids repeat across tables).
+ */
 export function received(api: LocalCertyo) {
-  const seen = new Map<string, { recordId: string; version: bigint }>();
+  const collectionOf = new Map(api.ledger.all.map((s) => [s.idempotencyKey, s.collection]));
+  const seen = new Map<string, { record: string; version: bigint }>();
   for (const r of api.requests) {
     for (const x of r.records) {
       if (x.status === 'accepted' && x.idempotencyKey && !seen.has(x.idempotencyKey)) {
-        seen.set(x.idempotencyKey, { recordId: x.recordId, version: BigInt(x.recordVersion ?? '0') });
+        const record = `${collectionOf.get(x.idempotencyKey)} ${x.recordId}`;
+        seen.set(x.idempotencyKey, { record, version: BigInt(x.recordVersion ?? '0') });
       }
     }
   }
@@ -25,11 +30,11 @@ export async function assertNothingLost(sql: Sql, api: LocalCertyo, min: number)
   assert.ok(want.length >= min, `only ${want.length} changes`);
   assert.deepEqual(new Set(got.keys()), new Set(want.map((w) => w.k)));
   const last = new Map<string, bigint>();
-  for (const { recordId, version } of got.values()) {
+  for (const { record, version } of got.values()) {
     assert.ok(
-      (last.get(recordId) ?? -1n) < version,
-      `record ${recordId}: version ${version} arrived after a later one`,
+      (last.get(record) ?? -1n) < version,
+      `record ${record}: version ${version} arrived after a later one`,
     );
-    last.set(recordId, version);
+    last.set(record, version);
   }
 }

@@ -3,7 +3,7 @@
 // flight, SIGTERM mid-batch, its backends terminated during a drain, and no
 // transaction held open across HTTP. Each ends with "nothing lost".
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,51 +12,26 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { createServer as createTlsServer } from 'node:tls';
 import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
-import { paths } from '../../relay/src/paths.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
+import { RelayProcesses } from '../harness/relay-process.js';
 import { until as waitUntil } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_crash_0123456789abcdef';
 let db: TestDb;
 let api: LocalCertyo;
-const children = new Set<ChildProcess>();
-
-function spawnRelay(env: Record<string, string> = {}) {
-  const child = spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      DATABASE_URL: db.url,
-      CERTYO_API_KEY: KEY,
-      CERTYO_TENANT_ID: 'acme',
-      CERTYO_BASE_URL: api.url,
-      CERTYO_LEASE_SECONDS: '5',
-      CERTYO_POLL_INTERVAL_MS: '100',
-      CERTYO_BACKOFF_BASE_MS: '10',
-      CERTYO_BACKOFF_MAX_MS: '500',
-      LOG_LEVEL: 'warn',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let log = '';
-  child.stdout?.on('data', (d) => {
-    log += d;
-  });
-  child.stderr?.on('data', (d) => {
-    log += d;
-  });
-  children.add(child);
-  const exited = new Promise<number | null>((resolve) =>
-    child.once('exit', (code) => {
-      children.delete(child);
-      resolve(code);
-    }),
-  );
-  const relay = { child, exited, log: () => log };
-  spawned.push(relay);
-  return relay;
-}
+const relays = new RelayProcesses(() => ({
+  DATABASE_URL: db.url,
+  CERTYO_API_KEY: KEY,
+  CERTYO_TENANT_ID: 'acme',
+  CERTYO_BASE_URL: api.url,
+  CERTYO_LEASE_SECONDS: '5',
+  CERTYO_POLL_INTERVAL_MS: '100',
+  CERTYO_BACKOFF_BASE_MS: '10',
+  CERTYO_BACKOFF_MAX_MS: '500',
+  LOG_LEVEL: 'warn',
+}));
+const spawnRelay = (env: Record<string, string> = {}) => relays.spawn(env);
 
 /** A TCP proxy's core: the two sockets piped both ways; an error on either ends both. */
 function joinSockets(a: Socket, b: Socket) {
@@ -70,14 +45,10 @@ async function relayBackends() {
                 where application_name = 'certyo-relay' and datname = current_database()`;
 }
 
-const spawned: { log: () => string }[] = [];
-
 /** Waits for cond; one that never comes fails with the relays' logs. */
 const until = (cond: () => Promise<boolean>) =>
   waitUntil(cond, {
-    describe: async () =>
-      `${(await relayBackends()).length} relay backends\n` +
-      spawned.map((r, i) => `relay ${i}:\n${r.log().slice(-4000)}`).join('\n'),
+    describe: async () => `${(await relayBackends()).length} relay backends\n${relays.logs()}`,
   });
 
 const drained = () =>
@@ -90,8 +61,7 @@ before(async () => {
   api = await startLocalCertyo({ keys: { [KEY]: 'acme' }, flushMs: 50, anchorMs: 10 });
 });
 afterEach(async () => {
-  spawned.length = 0;
-  for (const c of children) c.kill('SIGKILL');
+  relays.killAll();
   // A killed relay's backends may still be finishing a statement: wait until they are gone.
   await until(async () => {
     await db.sql`select pg_terminate_backend(pid) from pg_stat_activity

@@ -181,7 +181,8 @@ describe('capture', () => {
       insert into product_log values (1, 0) on conflict do nothing;
       create or replace function count_submitted() returns trigger language plpgsql as $$
       begin update public.product_log set n = n + 1 where id = 1; return null; end $$;
-      create or replace trigger count_submitted after update on products for each row
+      drop trigger if exists count_submitted on products; -- (create or replace trigger: PostgreSQL 14 on)
+      create trigger count_submitted after update on products for each row
         when (new.certyo_anchor_status = 'submitted') execute function count_submitted();
     `);
     try {

@@ -104,7 +104,12 @@ describe('PostgreSQL 13-15 crash on a PL/pgSQL assignment to a field holding a m
     },
     async () => {
       let log = '';
-      const server = await startEmbedded({ major: embedded, log: (l) => (log += l) });
+      const server = await startEmbedded({
+        major: embedded,
+        log: (l) => {
+          log += l;
+        },
+      });
       const sql = postgres(server.adminUrl, { max: 1, onnotice: () => {} });
       try {
         const repro = readFileSync(
