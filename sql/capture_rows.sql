@@ -7,7 +7,8 @@
 -- columns (off the write path). Arguments: table_id, the table's kind, then
 -- the key column names. Output settings are pinned so the payload text never
 -- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
---   INSERT: every new row (its version was stamped by certyo.capture_before).
+--   INSERT: every new row (its version was stamped by certyo.capture_before;
+--           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
 create or replace function certyo.capture_rows()
 returns trigger
@@ -25,15 +26,43 @@ declare
     v_table integer := tg_argv[0]::integer;
     v_key text := case when tg_nargs = 3 then tg_argv[2] end;
     v_keys text[] := tg_argv[2:];
+    v_first bigint;
+    v_late bigint[];
+    v_late_ids text[];
 begin
     if tg_op = 'INSERT' then
-        insert into certyo.outbox (id, table_id, op, record_id, payload)
-        select x.v, v_table, 'I',
-               coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
-                        certyo.record_key_slow(v_table, x.j)),
-               x.j
-        from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
-        order by x.v;
+        with ins as (
+            insert into certyo.outbox (id, table_id, op, record_id, payload)
+            select x.v, v_table, 'I',
+                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                            certyo.record_key_slow(v_table, x.j)),
+                   x.j
+            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
+            order by x.v
+            returning id
+        )
+        select min(ins.id) into v_first from ins;
+        -- Each row's version was drawn before the unique index made it wait for a
+        -- transaction deleting the same key, if one did. A delete of this table
+        -- with a higher version, visible now, may be such a one: it committed
+        -- first. Those rows are stamped again (restamp_inserts). Two probes of
+        -- partial indexes per statement; READ COMMITTED sees the delete (a
+        -- REPEATABLE READ snapshot does not, see README).
+        if exists (select from certyo.outbox d where d.op = 'D' and d.table_id = v_table and d.id > v_first)
+            or exists (select from certyo.receipt r where r.op = 'D' and r.table_id = v_table and r.id > v_first)
+        then
+            select array_agg(o.id order by o.id), array_agg(o.record_id order by o.id)
+            into v_late, v_late_ids
+            from certyo.outbox o
+            where o.id in (select n.certyo_record_version from certyo_new n)
+                and (exists (select from certyo.outbox d
+                             where d.op = 'D' and d.table_id = v_table and d.record_id = o.record_id and d.id > o.id)
+                     or exists (select from certyo.receipt r
+                                where r.op = 'D' and r.table_id = v_table and r.record_id = o.record_id and r.id > o.id));
+            if v_late is not null then
+                perform certyo.restamp_inserts(v_table, v_late, v_late_ids);
+            end if;
+        end if;
     else
         insert into certyo.outbox (id, table_id, op, record_id, payload)
         select nextval('certyo.change_seq'), v_table, 'D',

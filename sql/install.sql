@@ -8,6 +8,7 @@
 \ir key_match.sql
 \ir record_exists.sql
 \ir capture_before.sql
+\ir restamp_inserts.sql
 \ir capture.sql
 \ir capture_rows.sql
 \ir wake.sql

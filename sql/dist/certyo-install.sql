@@ -248,6 +248,20 @@ drop index certyo.outbox_record;
 insert into certyo.pgmigrations (name, run_on) values ('1763800000006_drop-outbox-record', now());
 \endif
 
+-- migration 1763800000007_delete-indexes
+select not exists (select from certyo.pgmigrations where name = '1763800000007_delete-indexes') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- Deletes by version, per table: an INSERT's capture asks whether a delete of
+-- its table with a higher version than its own is visible (see
+-- sql/capture_rows.sql: an insert that waited at the unique index for a
+-- transaction deleting the same key). Partial, so only deletes pay for them:
+-- inserts and updates write no entry.
+create index outbox_delete on certyo.outbox (table_id, id) where op = 'D';
+create index receipt_delete on certyo.receipt (table_id, id) where op = 'D';
+insert into certyo.pgmigrations (name, run_on) values ('1763800000007_delete-indexes', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -446,6 +460,53 @@ $$;
 comment on function certyo.capture_before() is
     'BEFORE row trigger of tracked tables: versions each change, resets its status, guards the status columns.';
 
+-- sql/restamp_inserts.sql
+-- certyo.restamp_inserts(table_id, versions, record_ids): give newer versions
+-- to inserted rows whose version is older than a delete of the same record
+-- that committed before them. An INSERT draws its version in the BEFORE
+-- trigger, before the unique index makes it wait for a transaction deleting
+-- the same key; that delete draws its version later, commits first, and would
+-- reach Certyo after the insert it preceded. Each such row is stamped again
+-- (an update of its version only: a status write-back to the BEFORE trigger,
+-- as certyo's owner) and its outbox change takes the new version; when the
+-- update was captured as well (its AFTER trigger saw the row as it is now),
+-- that change is kept as the insert. Called by capture_rows() and capture(),
+-- as certyo's owner; rare, so plain dynamic SQL.
+create or replace function certyo.restamp_inserts(table_id integer, versions bigint[], record_ids text[])
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_rel regclass;
+    v_where text;
+    v_new bigint;
+    v_rows integer;
+begin
+    select m.rel, m.predicate into v_rel, v_where from certyo.key_match(restamp_inserts.table_id, '$1') as m;
+    if v_where is null then
+        return; -- a key column is gone: nothing to find the rows by
+    end if;
+    for i in 1 .. cardinality(versions) loop
+        v_new := nextval('certyo.change_seq');
+        execute format('update %s t set certyo_record_version = $2 where %s and t.certyo_record_version = $3',
+                       v_rel, v_where)
+        using record_ids[i], v_new, versions[i];
+        get diagnostics v_rows = row_count;
+        continue when v_rows = 0;
+        if exists (select from certyo.outbox o where o.id = v_new) then
+            delete from certyo.outbox o where o.id = versions[i];
+            update certyo.outbox o set op = 'I' where o.id = v_new;
+        else
+            update certyo.outbox o set id = v_new where o.id = versions[i];
+        end if;
+    end loop;
+end
+$$;
+
+comment on function certyo.restamp_inserts(integer, bigint[], text[]) is
+    'Capture: re-version inserts that committed after a delete of the same record with a higher version.';
+
 -- sql/capture.sql
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
 -- per changed row inside the writing transaction. The payload is the whole
@@ -489,6 +550,15 @@ begin
     end if;
     insert into certyo.outbox (id, table_id, op, record_id, payload)
     values (v_version, tg_argv[0]::integer, substr(tg_op, 1, 1)::"char", v_key, v_payload);
+    -- An insert that waited for a transaction deleting the same key (see capture_rows.sql).
+    if tg_op = 'INSERT'
+        and (exists (select from certyo.outbox d where d.op = 'D' and d.table_id = tg_argv[0]::integer
+                                                   and d.record_id = v_key and d.id > v_version)
+             or exists (select from certyo.receipt r where r.op = 'D' and r.table_id = tg_argv[0]::integer
+                                                      and r.record_id = v_key and r.id > v_version))
+    then
+        perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);
+    end if;
     return null;
 end
 $$;
@@ -506,7 +576,8 @@ comment on function certyo.capture() is
 -- columns (off the write path). Arguments: table_id, the table's kind, then
 -- the key column names. Output settings are pinned so the payload text never
 -- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
---   INSERT: every new row (its version was stamped by certyo.capture_before).
+--   INSERT: every new row (its version was stamped by certyo.capture_before;
+--           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
 create or replace function certyo.capture_rows()
 returns trigger
@@ -524,15 +595,43 @@ declare
     v_table integer := tg_argv[0]::integer;
     v_key text := case when tg_nargs = 3 then tg_argv[2] end;
     v_keys text[] := tg_argv[2:];
+    v_first bigint;
+    v_late bigint[];
+    v_late_ids text[];
 begin
     if tg_op = 'INSERT' then
-        insert into certyo.outbox (id, table_id, op, record_id, payload)
-        select x.v, v_table, 'I',
-               coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
-                        certyo.record_key_slow(v_table, x.j)),
-               x.j
-        from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
-        order by x.v;
+        with ins as (
+            insert into certyo.outbox (id, table_id, op, record_id, payload)
+            select x.v, v_table, 'I',
+                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                            certyo.record_key_slow(v_table, x.j)),
+                   x.j
+            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
+            order by x.v
+            returning id
+        )
+        select min(ins.id) into v_first from ins;
+        -- Each row's version was drawn before the unique index made it wait for a
+        -- transaction deleting the same key, if one did. A delete of this table
+        -- with a higher version, visible now, may be such a one: it committed
+        -- first. Those rows are stamped again (restamp_inserts). Two probes of
+        -- partial indexes per statement; READ COMMITTED sees the delete (a
+        -- REPEATABLE READ snapshot does not, see README).
+        if exists (select from certyo.outbox d where d.op = 'D' and d.table_id = v_table and d.id > v_first)
+            or exists (select from certyo.receipt r where r.op = 'D' and r.table_id = v_table and r.id > v_first)
+        then
+            select array_agg(o.id order by o.id), array_agg(o.record_id order by o.id)
+            into v_late, v_late_ids
+            from certyo.outbox o
+            where o.id in (select n.certyo_record_version from certyo_new n)
+                and (exists (select from certyo.outbox d
+                             where d.op = 'D' and d.table_id = v_table and d.record_id = o.record_id and d.id > o.id)
+                     or exists (select from certyo.receipt r
+                                where r.op = 'D' and r.table_id = v_table and r.record_id = o.record_id and r.id > o.id));
+            if v_late is not null then
+                perform certyo.restamp_inserts(v_table, v_late, v_late_ids);
+            end if;
+        end if;
     else
         insert into certyo.outbox (id, table_id, op, record_id, payload)
         select nextval('certyo.change_seq'), v_table, 'D',
