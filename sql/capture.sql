@@ -41,12 +41,7 @@ begin
     insert into certyo.outbox (id, table_id, op, record_id, payload)
     values (v_version, tg_argv[0]::integer, substr(tg_op, 1, 1)::"char", v_key, v_payload);
     -- An insert that waited for a transaction deleting the same key (see capture_rows.sql).
-    if tg_op = 'INSERT'
-        and (exists (select from certyo.outbox d where d.op = 'D' and d.table_id = tg_argv[0]::integer
-                                                   and d.record_id = v_key and d.id > v_version)
-             or exists (select from certyo.receipt r where r.op = 'D' and r.table_id = tg_argv[0]::integer
-                                                      and r.record_id = v_key and r.id > v_version))
-    then
+    if tg_op = 'INSERT' then
         perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);
     end if;
     return null;

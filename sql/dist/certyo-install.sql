@@ -461,44 +461,60 @@ comment on function certyo.capture_before() is
     'BEFORE row trigger of tracked tables: versions each change, resets its status, guards the status columns.';
 
 -- sql/restamp_inserts.sql
--- certyo.restamp_inserts(table_id, versions, record_ids): give newer versions
--- to inserted rows whose version is older than a delete of the same record
--- that committed before them. An INSERT draws its version in the BEFORE
--- trigger, before the unique index makes it wait for a transaction deleting
--- the same key; that delete draws its version later, commits first, and would
--- reach Certyo after the insert it preceded. Each such row is stamped again
--- (an update of its version only: a status write-back to the BEFORE trigger,
--- as certyo's owner) and its outbox change takes the new version; when the
--- update was captured as well (its AFTER trigger saw the row as it is now),
--- that change is kept as the insert. Called by capture_rows() and capture(),
--- as certyo's owner; rare, so plain dynamic SQL.
+-- certyo.restamp_inserts(table_id, versions, record_ids): of these just
+-- inserted rows, give newer versions to those whose version is older than a
+-- visible delete of the same record: that delete committed before them. An
+-- INSERT draws its version in the BEFORE trigger, before the unique index
+-- makes it wait for a transaction deleting the same key; that delete draws
+-- its version later, commits first, and would reach Certyo after the insert
+-- it preceded. Each such row is stamped again (an update of its version only:
+-- a status write-back to the BEFORE trigger, as certyo's owner) and its
+-- outbox change takes the new version; when the update was captured as well
+-- (its AFTER trigger saw the row as it is now), that change is kept as the
+-- insert. Called by capture_rows() and capture(), as certyo's owner; finding
+-- one is rare, so the update is dynamic SQL. No sequential scans: a plan made
+-- while the outbox was empty would otherwise scan it whole on every insert
+-- once it has grown.
 create or replace function certyo.restamp_inserts(table_id integer, versions bigint[], record_ids text[])
 returns void
 language plpgsql
 set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
 as $$
 declare
     v_rel regclass;
     v_where text;
+    v_late bigint[];
+    v_late_ids text[];
     v_new bigint;
     v_rows integer;
 begin
+    select array_agg(c.v order by c.v), array_agg(c.k order by c.v)
+    into v_late, v_late_ids
+    from unnest(versions, record_ids) as c(v, k)
+    where exists (select from certyo.outbox d
+                  where d.op = 'D' and d.table_id = restamp_inserts.table_id and d.record_id = c.k and d.id > c.v)
+        or exists (select from certyo.receipt r
+                   where r.op = 'D' and r.table_id = restamp_inserts.table_id and r.record_id = c.k and r.id > c.v);
+    if v_late is null then
+        return;
+    end if;
     select m.rel, m.predicate into v_rel, v_where from certyo.key_match(restamp_inserts.table_id, '$1') as m;
     if v_where is null then
         return; -- a key column is gone: nothing to find the rows by
     end if;
-    for i in 1 .. cardinality(versions) loop
+    for i in 1 .. cardinality(v_late) loop
         v_new := nextval('certyo.change_seq');
         execute format('update %s t set certyo_record_version = $2 where %s and t.certyo_record_version = $3',
                        v_rel, v_where)
-        using record_ids[i], v_new, versions[i];
+        using v_late_ids[i], v_new, v_late[i];
         get diagnostics v_rows = row_count;
         continue when v_rows = 0;
         if exists (select from certyo.outbox o where o.id = v_new) then
-            delete from certyo.outbox o where o.id = versions[i];
+            delete from certyo.outbox o where o.id = v_late[i];
             update certyo.outbox o set op = 'I' where o.id = v_new;
         else
-            update certyo.outbox o set id = v_new where o.id = versions[i];
+            update certyo.outbox o set id = v_new where o.id = v_late[i];
         end if;
     end loop;
 end
@@ -551,12 +567,7 @@ begin
     insert into certyo.outbox (id, table_id, op, record_id, payload)
     values (v_version, tg_argv[0]::integer, substr(tg_op, 1, 1)::"char", v_key, v_payload);
     -- An insert that waited for a transaction deleting the same key (see capture_rows.sql).
-    if tg_op = 'INSERT'
-        and (exists (select from certyo.outbox d where d.op = 'D' and d.table_id = tg_argv[0]::integer
-                                                   and d.record_id = v_key and d.id > v_version)
-             or exists (select from certyo.receipt r where r.op = 'D' and r.table_id = tg_argv[0]::integer
-                                                      and r.record_id = v_key and r.id > v_version))
-    then
+    if tg_op = 'INSERT' then
         perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);
     end if;
     return null;
@@ -590,14 +601,15 @@ set intervalstyle = 'postgres'
 set extra_float_digits = 1
 set bytea_output = 'hex'
 set jit = off
+-- Index probes only (the check below): a plan made while the outbox was empty
+-- must not scan it whole once it has grown.
+set enable_seqscan = off
 as $$
 declare
     v_table integer := tg_argv[0]::integer;
     v_key text := case when tg_nargs = 3 then tg_argv[2] end;
     v_keys text[] := tg_argv[2:];
     v_first bigint;
-    v_late bigint[];
-    v_late_ids text[];
 begin
     if tg_op = 'INSERT' then
         with ins as (
@@ -614,23 +626,15 @@ begin
         -- Each row's version was drawn before the unique index made it wait for a
         -- transaction deleting the same key, if one did. A delete of this table
         -- with a higher version, visible now, may be such a one: it committed
-        -- first. Those rows are stamped again (restamp_inserts). Two probes of
+        -- first. Those rows are stamped again (restamp_inserts). One query on two
         -- partial indexes per statement; READ COMMITTED sees the delete (a
         -- REPEATABLE READ snapshot does not, see README).
         if exists (select from certyo.outbox d where d.op = 'D' and d.table_id = v_table and d.id > v_first)
             or exists (select from certyo.receipt r where r.op = 'D' and r.table_id = v_table and r.id > v_first)
         then
-            select array_agg(o.id order by o.id), array_agg(o.record_id order by o.id)
-            into v_late, v_late_ids
+            perform certyo.restamp_inserts(v_table, array_agg(o.id), array_agg(o.record_id))
             from certyo.outbox o
-            where o.id in (select n.certyo_record_version from certyo_new n)
-                and (exists (select from certyo.outbox d
-                             where d.op = 'D' and d.table_id = v_table and d.record_id = o.record_id and d.id > o.id)
-                     or exists (select from certyo.receipt r
-                                where r.op = 'D' and r.table_id = v_table and r.record_id = o.record_id and r.id > o.id));
-            if v_late is not null then
-                perform certyo.restamp_inserts(v_table, v_late, v_late_ids);
-            end if;
+            where o.id in (select n.certyo_record_version from certyo_new n);
         end if;
     else
         insert into certyo.outbox (id, table_id, op, record_id, payload)
