@@ -165,10 +165,10 @@ function runnable(pkgDir: string, major: number, user: User | undefined): Binari
   return { major, initdb: join(native, 'bin', 'initdb'), postgres: join(native, 'bin', 'postgres') };
 }
 
-/** The binaries of one major (default: the bundled one), installed on first use. */
-export async function binariesFor(major?: number): Promise<Binaries> {
+/** The binaries of one major (default: the bundled one), installed on first use, as `user` can run them. */
+export function binariesFor(major: number | undefined, user: User | undefined): Binaries {
   const own = bundled();
   const m = major ?? own.major;
   const pkgDir = m === own.major ? own.dir : cached(m);
-  return runnable(pkgDir, m, runAs());
+  return runnable(pkgDir, m, user);
 }

@@ -86,17 +86,8 @@ function startPostmaster(
   user: User | undefined,
   log: (l: string) => void,
 ) {
-  const args = [
-    '-D',
-    data,
-    '-p',
-    String(port),
-    '-c',
-    'listen_addresses=127.0.0.1',
-    '-c',
-    'unix_socket_directories=',
-  ];
-  args.push('-c', 'max_connections=300');
+  const settings = ['listen_addresses=127.0.0.1', 'unix_socket_directories=', 'max_connections=300'];
+  const args = ['-D', data, '-p', String(port), ...settings.flatMap((s) => ['-c', s])];
   const child = spawn(bin.postgres, args, { ...user, env: { ...process.env, LC_ALL: 'C' }, stdio: 'pipe' });
   killOnExit(child);
   return new Promise<ChildProcess>((resolve, reject) => {
@@ -118,8 +109,8 @@ function startPostmaster(
 
 export async function startEmbedded(opts: EmbeddedOptions = {}): Promise<Server> {
   const log = opts.log ?? (() => {});
-  const bin = await binariesFor(opts.major ?? majorFromEnv());
   const user = runAs();
+  const bin = binariesFor(opts.major ?? majorFromEnv(), user);
   const dir = mkdtempSync(join(tmpdir(), 'certyo-pg-'));
   if (user) chownSync(dir, user.uid, user.gid);
   const data = join(dir, 'data');
