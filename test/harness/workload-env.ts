@@ -3,7 +3,9 @@
 import assert from 'node:assert/strict';
 import type { Sql } from 'postgres';
 import type { LocalCertyo } from '../../relay/src/local-certyo/server.js';
+import { type ClientsOptions, type ClientsResult, type Rand, runClients } from './clients.js';
 import { RelayProcesses } from './relay-process.js';
+import { openSentinel } from './sentinel.js';
 import { until } from './wait.js';
 
 export const STRESS_KEY = 'certyo_sk_test_stress_0123456789abcdef';
@@ -50,4 +52,26 @@ export async function drained(sql: Sql, relays: RelayProcesses) {
   );
   const [p] = await sql`select count(*)::int as n from certyo.parked`;
   assert.equal(p!.n, 0, 'nothing parked');
+}
+
+/**
+ * A workload under delivery: two relays started, a sentinel session opened,
+ * then the clients (seeded by CERTYO_STRESS_SEED, else by the clock). Fails
+ * with "PostgreSQL crashed" when the sentinel's session did not survive.
+ */
+export async function runWorkload(
+  url: string,
+  relays: RelayProcesses,
+  opts: Omit<ClientsOptions, 'seed'>,
+  iteration: (sql: Sql, rand: Rand, client: number) => Promise<void>,
+): Promise<ClientsResult> {
+  relays.spawn();
+  relays.spawn();
+  const sentinel = await openSentinel(url);
+  const seed = Number(process.env.CERTYO_STRESS_SEED || Date.now() % 100000);
+  try {
+    return await runClients(url, { ...opts, seed }, iteration);
+  } finally {
+    await sentinel.assertNoCrash();
+  }
 }

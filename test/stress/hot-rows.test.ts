@@ -13,12 +13,18 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { Sql } from 'postgres';
 import { type LocalCertyo, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
-import { type Rand, runClients } from '../harness/clients.js';
+import type { Rand } from '../harness/clients.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
 import { assertFinalState } from '../harness/final-state.js';
-import { openSentinel } from '../harness/sentinel.js';
-import { drained, PG_MAJOR, STRESS_KEY, STRESS_SCALE, stressRelays } from '../harness/workload-env.js';
+import {
+  drained,
+  PG_MAJOR,
+  runWorkload,
+  STRESS_KEY,
+  STRESS_SCALE,
+  stressRelays,
+} from '../harness/workload-env.js';
 
 let db: TestDb;
 let api: LocalCertyo;
@@ -134,43 +140,35 @@ class RollbackSavepoint extends Error {}
 describe('hot rows under 8 clients, relays running', () => {
   test(`mixed writes${hasMerge ? '' : ' (no MERGE: PostgreSQL 13 and 14 have none)'}: no crash, final state is the last delivered version`, async (t) => {
     if (!hasMerge) t.diagnostic(`PostgreSQL ${PG_MAJOR} has no MERGE: the workload runs without it`);
-    relays.spawn();
-    relays.spawn();
-    const sentinel = await openSentinel(db.url);
-    let outcome: Awaited<ReturnType<typeof runClients>>;
-    try {
-      outcome = await runClients(
-        db.url,
-        {
-          clients: 8,
-          iterations: 150 * STRESS_SCALE,
-          seed: Number(process.env.CERTYO_STRESS_SEED || Date.now() % 100000),
-          midway: {
-            after: 75 * STRESS_SCALE,
-            run: async (sql) => {
-              // DDL in the middle of the run; and one relay dies, another takes over.
-              await sql`alter table hot add column extra text default 'x'`;
-              await sql`alter table legacy_hot add column tag text default 'tagged'`;
-              relays.spawned[0]!.child.kill('SIGKILL');
-              relays.spawn();
-            },
+    const outcome = await runWorkload(
+      db.url,
+      relays,
+      {
+        clients: 8,
+        iterations: 150 * STRESS_SCALE,
+        midway: {
+          after: 75 * STRESS_SCALE,
+          run: async (sql) => {
+            // DDL in the middle of the run; and one relay dies, another takes over.
+            await sql`alter table hot add column extra text default 'x'`;
+            await sql`alter table legacy_hot add column tag text default 'tagged'`;
+            relays.spawned[0]!.child.kill('SIGKILL');
+            relays.spawn();
           },
         },
-        async (sql, rand) => {
-          const r = rand.next();
-          if (r < 0.4) await keyed(sql, 'hot', rand);
-          else if (r < 0.8) await keyed(sql, 'legacy_hot', rand);
-          else if (r < 0.9) {
-            await sql`insert into pair as x (region, id, qty) values (${rand.pick(['EU', 'US'])}, ${rand.int(1, 3)}, 1)
+      },
+      async (sql, rand) => {
+        const r = rand.next();
+        if (r < 0.4) await keyed(sql, 'hot', rand);
+        else if (r < 0.8) await keyed(sql, 'legacy_hot', rand);
+        else if (r < 0.9) {
+          await sql`insert into pair as x (region, id, qty) values (${rand.pick(['EU', 'US'])}, ${rand.int(1, 3)}, 1)
                       on conflict (region, id) do update set qty = x.qty + 1`;
-          } else {
-            await sql`delete from pair where region = ${rand.pick(['EU', 'US'])} and id = ${rand.int(1, 3)}`;
-          }
-        },
-      );
-    } finally {
-      await sentinel.assertNoCrash();
-    }
+        } else {
+          await sql`delete from pair where region = ${rand.pick(['EU', 'US'])} and id = ${rand.int(1, 3)}`;
+        }
+      },
+    );
     t.diagnostic(
       `${outcome.committed} transactions committed; contention: ${JSON.stringify(outcome.contention)}`,
     );

@@ -9,12 +9,10 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { type LocalCertyo, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
-import { runClients } from '../harness/clients.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
 import { assertFinalState } from '../harness/final-state.js';
-import { openSentinel } from '../harness/sentinel.js';
-import { drained, STRESS_KEY, STRESS_SCALE, stressRelays } from '../harness/workload-env.js';
+import { drained, runWorkload, STRESS_KEY, STRESS_SCALE, stressRelays } from '../harness/workload-env.js';
 
 const SCALE = 1; // one branch, ten tellers: every transaction contends on the branch row
 let db: TestDb;
@@ -53,39 +51,28 @@ after(async () => {
 });
 
 test('pgbench TPC-B-like on tracked pgbench tables, 8 clients: no crash, final state is the last delivered version', async (t) => {
-  relays.spawn();
-  relays.spawn();
-  const sentinel = await openSentinel(db.url);
   let unchanged = 0; // a transaction whose delta is 0 changes no row (set x = x + 0 is not a change)
-  let outcome: Awaited<ReturnType<typeof runClients>>;
-  try {
-    outcome = await runClients(
-      db.url,
-      {
-        clients: 8,
-        iterations: 250 * STRESS_SCALE,
-        seed: Number(process.env.CERTYO_STRESS_SEED || Date.now() % 100000),
-      },
-      async (sql, rand) => {
-        // pgbench's tpcb-like script: \set aid random(1, 100000 * :scale) ... END;
-        const aid = rand.int(1, 100000 * SCALE);
-        const bid = rand.int(1, SCALE);
-        const tid = rand.int(1, 10 * SCALE);
-        const delta = rand.int(-5000, 5000);
-        if (delta === 0) unchanged++;
-        await sql.begin(async (tx) => {
-          await tx`UPDATE pgbench_accounts SET abalance = abalance + ${delta} WHERE aid = ${aid}`;
-          await tx`SELECT abalance FROM pgbench_accounts WHERE aid = ${aid}`;
-          await tx`UPDATE pgbench_tellers SET tbalance = tbalance + ${delta} WHERE tid = ${tid}`;
-          await tx`UPDATE pgbench_branches SET bbalance = bbalance + ${delta} WHERE bid = ${bid}`;
-          await tx`INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)
+  const outcome = await runWorkload(
+    db.url,
+    relays,
+    { clients: 8, iterations: 250 * STRESS_SCALE },
+    async (sql, rand) => {
+      // pgbench's tpcb-like script: \set aid random(1, 100000 * :scale) ... END;
+      const aid = rand.int(1, 100000 * SCALE);
+      const bid = rand.int(1, SCALE);
+      const tid = rand.int(1, 10 * SCALE);
+      const delta = rand.int(-5000, 5000);
+      if (delta === 0) unchanged++;
+      await sql.begin(async (tx) => {
+        await tx`UPDATE pgbench_accounts SET abalance = abalance + ${delta} WHERE aid = ${aid}`;
+        await tx`SELECT abalance FROM pgbench_accounts WHERE aid = ${aid}`;
+        await tx`UPDATE pgbench_tellers SET tbalance = tbalance + ${delta} WHERE tid = ${tid}`;
+        await tx`UPDATE pgbench_branches SET bbalance = bbalance + ${delta} WHERE bid = ${bid}`;
+        await tx`INSERT INTO pgbench_history (tid, bid, aid, delta, mtime)
                    VALUES (${tid}, ${bid}, ${aid}, ${delta}, CURRENT_TIMESTAMP)`;
-        });
-      },
-    );
-  } finally {
-    await sentinel.assertNoCrash();
-  }
+      });
+    },
+  );
   t.diagnostic(
     `${outcome.committed} transactions committed; contention: ${JSON.stringify(outcome.contention)}`,
   );
