@@ -37,8 +37,9 @@ export function majorFromEnv(env = process.env): number | undefined {
   const v = env.CERTYO_EMBEDDED_PG;
   if (v === undefined || v === '') return undefined;
   const major = Number(v);
-  if (!Number.isInteger(major) || !(major in PACKAGE_VERSIONS || major === bundled().major)) {
-    const known = [...Object.keys(PACKAGE_VERSIONS), bundled().major].join(', ');
+  const own = bundled().major;
+  if (!Number.isInteger(major) || !(major in PACKAGE_VERSIONS || major === own)) {
+    const known = [...Object.keys(PACKAGE_VERSIONS), own].join(', ');
     throw new Error(`CERTYO_EMBEDDED_PG=${v}: embedded PostgreSQL majors are ${known}`);
   }
   return major;

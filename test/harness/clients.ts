@@ -7,7 +7,7 @@
 import postgres, { type Sql } from 'postgres';
 
 /** Deadlock, serialization failure, and the unique violation of an insert racing another. */
-export const CONTENTION = new Set(['40P01', '40001', '23505']);
+const CONTENTION = new Set(['40P01', '40001', '23505']);
 const GONE = new Set([
   'CONNECTION_CLOSED',
   'CONNECTION_ENDED',
