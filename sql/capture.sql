@@ -39,7 +39,11 @@ begin
         v_key := certyo.record_key_slow(tg_argv[0]::integer, v_payload);
     end if;
     insert into certyo.outbox (id, table_id, op, record_id, payload)
-    values (v_version, tg_argv[0]::integer, substr(tg_op, 1, 1)::"char", v_key, v_payload);
+    values (v_version, tg_argv[0]::integer,
+            -- A backfill's stamp (certyo.backfill_step names the table it stamps): 'B'.
+            case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
+                 else substr(tg_op, 1, 1) end::"char",
+            v_key, v_payload);
     -- An insert that waited for a transaction deleting the same key (see capture_rows.sql).
     if tg_op = 'INSERT' then
         perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);

@@ -53,11 +53,6 @@ begin
             using errcode = '42501',
                   hint = 'Run it as the table''s owner (granted certyo_admin), or as a superuser.';
     end if;
-    if backfill then
-        raise exception 'backfill is not implemented yet'
-            using errcode = '0A000',
-                  hint = 'Enable tracking without backfill; rows are captured from their next change on.';
-    end if;
 
     -- Record key: the given columns, else the primary key.
     if key_columns is null then
@@ -171,7 +166,7 @@ begin
     -- to do when it owns the table or is a superuser).
     select n.nspowner into v_certyo_owner from pg_namespace n where n.nspname = 'certyo';
     if v_certyo_owner <> v_rel.relowner and not (select r.rolsuper from pg_roles r where r.oid = v_certyo_owner) then
-        execute format('grant select (%s), update (certyo_record_hash, certyo_anchor_status, certyo_verified_at) on %I.%I to %I',
+        execute format('grant select (%s), update (certyo_record_hash, certyo_anchor_status, certyo_verified_at, certyo_record_version) on %I.%I to %I',
                        (select string_agg(quote_ident(k), ', ')
                         from unnest(v_key_names || array['certyo_record_version', 'certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at']::name[]) as k),
                        v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
@@ -233,6 +228,10 @@ begin
         execute format('create trigger certyo_refuse_truncate before truncate on %s'
                        ' for each statement execute function certyo.refuse_truncate()', v_part);
     end loop;
+    -- The rows already there: sent by the relay, chunk by chunk (certyo.backfill).
+    if backfill then
+        perform certyo.backfill(target);
+    end if;
 end
 $$;
 

@@ -14,6 +14,8 @@ grant execute on function certyo.disable_tracking(regclass, boolean) to certyo_a
 grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.wake(), certyo.refuse_truncate() to certyo_admin;
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
+grant execute on function certyo.backfill(regclass) to certyo_admin;
+grant select, insert, update on certyo.backfill to certyo_admin;
 
 grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
 grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to certyo_admin;
@@ -21,11 +23,12 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to ce
 -- certyo_relay: the sidecar's verbs, nothing else.
 grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid),
-    certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb)
+    certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb),
+    certyo.backfill_step(integer, boolean)
     to certyo_relay;
 
 -- Everyone who watches: the views.
-grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.status to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.status, certyo.backfills to certyo_reader, certyo_admin, certyo_relay;
 
 -- The tamper sweep and record history: run with the caller's own privileges on
 -- the tracked tables; they read receipts and which outbox changes exist (not

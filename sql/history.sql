@@ -7,7 +7,7 @@ select
     t.collection,
     r.record_id,
     r.id as version,
-    case r.op when 'I' then 'insert' when 'U' then 'update' else 'delete' end as operation,
+    case r.op when 'I' then 'insert' when 'U' then 'update' when 'B' then 'upsert' else 'delete' end as operation,
     r.changed_at,
     r.delivered_at,
     r.anchor_status,

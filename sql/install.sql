@@ -14,6 +14,7 @@
 \ir wake.sql
 \ir refuse_truncate.sql
 \ir drop_triggers.sql
+\ir backfill.sql
 \ir enable_tracking.sql
 \ir disable_tracking.sql
 \ir write_status.sql

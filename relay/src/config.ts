@@ -21,6 +21,8 @@ export const DEFAULTS = {
   CERTYO_VERIFY_ATTEMPTS: '20',
   CERTYO_VERIFY_RECHECK_MS: '900000',
   CERTYO_ALLOW_HTTP: 'off',
+  CERTYO_BACKFILL: 'on',
+  CERTYO_BACKFILL_CHUNK: '1000',
 } as const;
 
 export const REQUIRED = ['CERTYO_API_KEY', 'CERTYO_TENANT_ID'] as const;
@@ -50,6 +52,8 @@ export interface Config {
   verifyIntervalMs: number;
   verifyAttempts: number;
   verifyRecheckMs: number;
+  backfill: boolean;
+  backfillChunk: number;
 }
 
 export class ConfigError extends Error {
@@ -94,6 +98,9 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     problems.push(`LOG_LEVEL must be one of ${LEVELS.join(', ')}, got "${logLevel}"`);
   const verify = value('CERTYO_VERIFY');
   if (verify !== 'on' && verify !== 'off') problems.push(`CERTYO_VERIFY must be on or off, got "${verify}"`);
+  const backfill = value('CERTYO_BACKFILL');
+  if (backfill !== 'on' && backfill !== 'off')
+    problems.push(`CERTYO_BACKFILL must be on or off, got "${backfill}"`);
   const config: Config = {
     databaseUrl: env.DATABASE_URL || undefined,
     apiKey: env.CERTYO_API_KEY ?? '',
@@ -118,6 +125,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     verifyIntervalMs: int('CERTYO_VERIFY_INTERVAL_MS', 10, 3_600_000),
     verifyAttempts: int('CERTYO_VERIFY_ATTEMPTS', 1, 1000),
     verifyRecheckMs: int('CERTYO_VERIFY_RECHECK_MS', 1000, 604_800_000),
+    backfill: backfill === 'on',
+    backfillChunk: int('CERTYO_BACKFILL_CHUNK', 1, 10_000),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return Object.freeze(config);

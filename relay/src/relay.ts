@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import { Backfiller } from './backfiller.js';
 import type { CertyoClient } from './certyo/client.js';
 import type { Config } from './config.js';
 import { isTransient } from './db.js';
@@ -33,6 +34,9 @@ export class Relay implements DeliveryHost {
   private wakers = new Set<() => void>();
   /** Verification loops asleep: woken by stop() only (a new change gives them nothing to do). */
   private verifierWakers = new Set<() => void>();
+  /** The backfill loop asleep: woken by a wake-up (a backfill scheduled) or by a claim. */
+  private scheduledWakers = new Set<() => void>();
+  private claimedWakers = new Set<() => void>();
   /**
    * The last claim came back full: there is a backlog, and every delivery
    * loop works on it. Otherwise loop 0 alone keeps up: more loops would split
@@ -53,6 +57,9 @@ export class Relay implements DeliveryHost {
   /** Checks anchoring and writes it back (CERTYO_VERIFY=on). */
   verifier: Verifier | undefined;
   private verifying: Promise<void> | undefined;
+  /** Sends the rows tables already held (CERTYO_BACKFILL=on). */
+  backfiller: Backfiller | undefined;
+  private backfilling: Promise<void> | undefined;
 
   constructor(
     private readonly cfg: Config,
@@ -96,6 +103,7 @@ export class Relay implements DeliveryHost {
       this.wakeups++;
       this.waiting = false;
       this.wake();
+      this.wake(this.scheduledWakers);
     };
     try {
       this.unlisten = (await this.sql.listen('certyo_wakeup', woken, woken)).unlisten;
@@ -125,6 +133,14 @@ export class Relay implements DeliveryHost {
         Array.from({ length: 2 * this.cfg.concurrency + 1 }, () => verifier.run()),
       ).then(() => {});
     }
+    if (this.cfg.backfill) {
+      this.backfiller = new Backfiller(this.cfg, this.sql, this.log, {
+        running: () => this.active,
+        sleep: (ms, until) => this.sleep(ms, until === 'claimed' ? this.claimedWakers : this.scheduledWakers),
+        backoff: (attempt) => this.backoff(attempt),
+      });
+      this.backfilling = this.backfiller.run();
+    }
     this.log.info(
       {
         token: this.token,
@@ -144,13 +160,22 @@ export class Relay implements DeliveryHost {
   async stop() {
     this.active = false;
     this.wake();
-    for (const w of [...this.verifierWakers, ...this.helperWakers]) w();
+    for (const w of [
+      ...this.verifierWakers,
+      ...this.helperWakers,
+      ...this.scheduledWakers,
+      ...this.claimedWakers,
+    ])
+      w();
     const deadline = new Promise<'deadline'>((r) =>
       setTimeout(() => r('deadline'), this.cfg.shutdownTimeoutMs).unref(),
     );
-    const finished = Promise.all([...this.workers, this.verifying, this.vacuum?.running]).then(
-      () => 'finished' as const,
-    );
+    const finished = Promise.all([
+      ...this.workers,
+      this.verifying,
+      this.backfilling,
+      this.vacuum?.running,
+    ]).then(() => 'finished' as const);
     if ((await Promise.race([finished, deadline])) === 'deadline')
       this.log.warn(
         { shutdownTimeoutMs: this.cfg.shutdownTimeoutMs },
@@ -174,9 +199,9 @@ export class Relay implements DeliveryHost {
     this.vacuum?.acknowledged(n);
   }
 
-  private wake() {
-    for (const w of this.wakers) w();
-    this.wakers.clear();
+  private wake(wakers = this.wakers) {
+    for (const w of wakers) w();
+    wakers.clear();
   }
 
   /** Resolves after ms, or earlier (true) when woken; at once when stopping (a loop may miss stop()'s wake-up). */
@@ -228,6 +253,8 @@ export class Relay implements DeliveryHost {
                             ${this.cfg.maxBatchBytes})`;
         failures = 0;
         this.setBacklog(changes);
+        // The backfill waits for claims to lease its last chunk before stamping the next.
+        if (changes.length > 0 && this.claimedWakers.size > 0) this.wake(this.claimedWakers);
         if (changes.length === 0) {
           if (!this.waiting) {
             await this.setWaiting(true);

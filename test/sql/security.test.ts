@@ -80,14 +80,21 @@ describe('privileges', () => {
     await assert.rejects(app`set session_replication_role = replica`, denied);
     await assert.rejects(app`select certyo.disable_tracking('orders')`, denied);
     await assert.rejects(app`select certyo.enable_tracking('orders')`, denied);
+    await assert.rejects(app`select certyo.backfill('orders')`, denied);
+    await assert.rejects(app`select * from certyo.backfill_step()`, denied);
+    await assert.rejects(app`update certyo.backfill set rows_done = 0`, denied);
   });
 
   test('a custom setting is not a bypass', async () => {
+    const [tracked] = await db.sql`select table_id::text as id from certyo.tracked_table`;
+    const tableId: string = tracked!.id;
     const before = await db.sql`select count(*)::int as n from certyo.outbox`;
     await app.begin(async (tx) => {
       await tx`select set_config('certyo.disabled', 'on', true), set_config('certyo.bypass', 'true', true)`;
       // The setting the relay's write-back runs with skips the trigger only for certyo's owner in a relay's session.
       await tx`select set_config('certyo.status_write', 'on', true)`;
+      // The backfill's label: the update is still captured (as an upsert: the row as it is).
+      await tx`select set_config('certyo.backfill', ${tableId}, true)`;
       await tx`insert into orders values (4, 4)`;
       await tx`update orders set total = 5 where id = 4`;
     });

@@ -102,7 +102,12 @@ describe('tables and identifiers', () => {
       db.sql`select certyo.enable_tracking('opts', exclude_columns => '{zz}')`,
       /cannot exclude/,
     );
-    await assert.rejects(db.sql`select certyo.enable_tracking('opts', backfill => true)`, /not implemented/);
+    await db.sql`create table unindexed (a int not null, b text)`;
+    await assert.rejects(
+      db.sql`select certyo.enable_tracking('unindexed', key_columns => '{a}', backfill => true)`,
+      /backfill of public.unindexed needs a btree index on its key columns \{a\}/,
+    );
+    await assert.rejects(db.sql`select certyo.backfill('unindexed')`, /unindexed is not tracked/);
     await db.sql`create table typed (id int primary key, certyo_record_hash int)`;
     await assert.rejects(db.sql`select certyo.enable_tracking('typed')`, /certyo_record_hash is integer/);
     await db.sql`create view opts_v as select * from opts`;
