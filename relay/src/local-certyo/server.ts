@@ -108,6 +108,8 @@ export interface LocalCertyo {
   ledger: Ledger;
   faults: Faults;
   requests: LoggedRequest[];
+  /** Idempotency keys sent again with another payload or record id (the first answer was returned). */
+  replayMismatches: string[];
   /** Resolves when the next API request arrives (before it is handled, faults and latency included). */
   nextArrival(): Promise<void>;
   /** Resolves when a logged request satisfies the predicate (checks past requests first). */
@@ -129,6 +131,7 @@ class HttpError extends Error {
 export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalCertyo> {
   const faults: Faults = { ...NO_FAULTS, ...opts.faults };
   const log = opts.logger;
+  const replayMismatches: string[] = [];
   const ledger = new Ledger(
     {
       flushRecords: opts.flushRecords ?? 1000,
@@ -137,11 +140,13 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       idempotencyWindowMs: opts.idempotencyWindowMs ?? 24 * 3600_000,
     },
     faults,
-    (key) =>
+    (key) => {
+      replayMismatches.push(key);
       log?.warn(
         { idempotencyKey: key },
         'idempotent replay with a different payload; original response returned',
-      ),
+      );
+    },
   );
   const requests: LoggedRequest[] = [];
   const waiters = new Set<{ pred: (r: LoggedRequest) => boolean; resolve: (r: LoggedRequest) => void }>();
@@ -497,6 +502,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     ledger,
     faults,
     requests,
+    replayMismatches,
     nextArrival() {
       return new Promise((resolve) => arrivals.add(resolve));
     },
