@@ -13,14 +13,14 @@
 // receipts shares the two cores with them (idle p50 16-20 ms instead of 4).
 // Run: npm run build && node dist/bench/relay.js [--backlog N] [--seconds S]
 // Uses DATABASE_URL (a superuser) or an embedded PostgreSQL (bench/harness.ts); needs pgbench.
-import { type ChildProcess, execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
-import type { Sql } from 'postgres';
 import type { LocalCertyo } from '../relay/src/local-certyo/server.js';
 import { paths } from '../relay/src/paths.js';
 import { startBench, startRelay, stopRelay } from './harness.js';
+import { machineTicks, pct, round, untilDrained, usage } from './measure.js';
 
 const { values } = parseArgs({ options: { backlog: { type: 'string' }, seconds: { type: 'string' } } });
 const BACKLOG = Number(values.backlog ?? 1_000_000);
@@ -28,34 +28,6 @@ const SECONDS = Number(values.seconds ?? 10);
 const WARM_SECONDS = 2;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? Number.NaN;
-};
-const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
-
-/** CPU seconds (user + system) and peak resident memory (MB) of a child process, from /proc. */
-function usage(child: ChildProcess): { cpuSeconds: number; peakRssMb: number } {
-  const stat = readFileSync(`/proc/${child.pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15 of stat)
-  const hz = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  const hwm = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-  return { cpuSeconds: ticks / hz, peakRssMb: Math.round(Number(hwm?.[1] ?? 0) / 1024) };
-}
-
-/** Busy and total jiffies of the whole machine (all cores), from /proc/stat. */
-function machineTicks(): { busy: number; total: number } {
-  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = cpu.reduce((a, b) => a + b, 0);
-  return { busy: total - (cpu[3] ?? 0) - (cpu[4] ?? 0), total }; // idle, iowait
-}
-
-/** Polls with a cheap query: counting a large outbox every 20 ms would take CPU from the drain. */
-async function untilDrained(sql: Sql) {
-  while ((await sql`select exists (select from certyo.outbox) as more`)[0]!.more) await sleep(20);
-}
-
 /** Waits (in memory, no database polling) until the local Certyo has accepted n new records. */
 async function untilReceived(api: LocalCertyo, n: number) {
   let seen = 0;

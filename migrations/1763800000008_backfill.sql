@@ -10,10 +10,11 @@ create table certyo.backfill (
     below_version bigint not null,
     -- The key of the last row done, as text per key column (NULL: none yet).
     after_key text[],
-    -- Highest version the last step stamped: the next step waits until a claim
-    -- has leased it (certyo.leased_upto), so at most about one chunk waits in
-    -- the outbox ahead of live changes.
+    -- Highest versions the last two steps stamped: the next step waits until a
+    -- claim has leased the earlier one (certyo.leased_upto), so at most about two
+    -- chunks wait in the outbox ahead of live changes, and delivery never runs dry.
     last_version bigint,
+    prior_version bigint,
     rows_estimated bigint,
     rows_done bigint not null default 0,
     chunks_done integer not null default 0,

@@ -1,5 +1,6 @@
 // certyo-pg: the command line. Each command lives in its own module; this file
 // only dispatches and turns thrown errors into a message and an exit code.
+import { backfillCommand } from './backfill-command.js';
 import { connect } from './db.js';
 import { demoCommand } from './demo.js';
 import { migrate, psqlBundle } from './install.js';
@@ -15,7 +16,10 @@ Commands:
                  local Certyo, relay, a workload, a verified proof (--follow keeps it running)
   migrate        apply the migrations and the sql/ install to DATABASE_URL
   sql            print the whole install as one plain-SQL script for psql
-  status         backlog, lag, parked and delivered changes per table (--json; exit 1 needs attention)
+  status         backlog, lag, parked and delivered changes per table, backfills
+                 (--json; exit 1 needs attention)
+  backfill       [table...] send the rows tracked tables already hold (done by the relay) and show
+                 the progress until done (--detach: schedule only); no table: follow running ones
   verify         tamper sweep: compare every row with what Certyo anchored (--json; exit 1 on tampering)
   relay          run the relay sidecar until SIGTERM/SIGINT (configuration: README)
   local-certyo   run the local Certyo-compatible server (--help for options)
@@ -45,6 +49,7 @@ const commands: Record<string, Command> = {
   'local-certyo': localCertyoCommand,
   relay: relayCommand,
   status: statusCommand,
+  backfill: backfillCommand,
   verify: verifyCommand,
   demo: demoCommand,
   async help() {

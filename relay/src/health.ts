@@ -5,6 +5,13 @@ import type { AddressInfo } from 'node:net';
 import type { Sql } from 'postgres';
 import type { Relay } from './relay.js';
 
+interface BackfillRow {
+  table_name: string;
+  finished: boolean;
+  rows_done: number;
+  rows_total: number;
+}
+
 export async function startHealth(
   port: number,
   relay: Relay,
@@ -44,6 +51,26 @@ export async function startHealth(
           { backlog: -1, parked: -1, age: -1, unverified: -1 },
         ]);
       const b = rows[0] as { backlog: number; parked: number; age: number; unverified: number };
+      // Backfill progress per table, from the database (any relay's work).
+      const backfills = await sql<BackfillRow[]>`
+        select table_name, state in ('finished', 'stopped') as finished, rows_done::float8 as rows_done,
+               rows_total::float8 as rows_total
+        from certyo.backfills`.catch(() => []);
+      const label = (table: string) => `{table="${table.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"}`;
+      const perTable: [string, string, (x: BackfillRow) => number][] = [
+        ['certyo_backfill_rows_done', 'rows of the latest backfill sent to the outbox', (x) => x.rows_done],
+        ['certyo_backfill_rows_total', 'rows it expects (the estimate until finished)', (x) => x.rows_total],
+        ['certyo_backfill_running', '1 while it is scheduled or running', (x) => (x.finished ? 0 : 1)],
+      ];
+      const backfillText = perTable
+        .map(([name, help, value]) =>
+          [
+            `# HELP ${name} ${help}`,
+            `# TYPE ${name} gauge`,
+            ...backfills.map((x) => `${name}${label(x.table_name)} ${value(x)}`),
+          ].join('\n'),
+        )
+        .join('\n');
       const m = relay.metrics;
       const v = relay.verifier?.metrics ?? { anchored: 0, anchorFailed: 0, mismatches: 0, requests: 0 };
       return send(
@@ -63,8 +90,10 @@ export async function startHealth(
           ['certyo_verify_mismatches_total', 'counter', v.mismatches],
           ['certyo_verify_requests_total', 'counter', v.requests],
           ['certyo_unverified_changes', 'gauge', b.unverified],
+          ['certyo_backfilled_rows_total', 'counter', relay.backfiller?.metrics.rows ?? 0],
         ]
           .map(([name, type, v]) => `# TYPE ${name} ${type}\n${name} ${v}`)
+          .concat(backfillText)
           .join('\n')
           .concat('\n'),
       );

@@ -3,6 +3,7 @@
 // (parked changes, or a pending change older than --max-lag seconds), so it
 // can serve as a health check; --json for machines.
 import { parseArgs } from 'node:util';
+import { progressLine, type readProgress } from './backfill-command.js';
 import { connect } from './db.js';
 
 interface Row {
@@ -31,6 +32,13 @@ export async function statusCommand(args: string[], env = process.env): Promise<
     const rows = await sql<Row[]>`
       select table_name, collection, active, pending::int, oldest_pending_seconds, parked::int, delivered::int, last_delivered_at
       from certyo.status order by table_name`;
+    // Every table's latest backfill, finished ones included (the running ones: see `certyo-pg backfill`).
+    const backfills = await sql<
+      (Awaited<ReturnType<typeof readProgress>>[number] & { rows_per_second: number | null })[]
+    >`
+      select table_name, state, rows_done::float8 as rows_done, rows_total::float8 as rows_total, stopped_because,
+             rows_per_second
+      from certyo.backfills order by table_name`;
     const attention = rows.flatMap((r) => [
       ...(r.parked > 0 ? [`${r.table_name}: ${r.parked} parked change(s); see certyo.parked`] : []),
       ...((r.oldest_pending_seconds ?? 0) > maxLag
@@ -40,7 +48,9 @@ export async function statusCommand(args: string[], env = process.env): Promise<
         : []),
     ]);
     if (values.json) {
-      console.log(JSON.stringify({ ok: attention.length === 0, attention, tables: rows }, null, 2));
+      console.log(
+        JSON.stringify({ ok: attention.length === 0, attention, tables: rows, backfills }, null, 2),
+      );
     } else {
       const header = [
         'table',
@@ -62,6 +72,10 @@ export async function statusCommand(args: string[], env = process.env): Promise<
       ]);
       const width = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
       for (const line of [header, ...cells]) console.log(line.map((c, i) => c.padEnd(width[i]!)).join('  '));
+      if (backfills.length > 0) {
+        console.log('\nbackfills:');
+        for (const b of backfills) console.log(`  ${progressLine(b, b.rows_per_second ?? 0, false)}`);
+      }
       console.log(attention.length === 0 ? '\nok' : `\nneeds attention:\n  ${attention.join('\n  ')}`);
     }
     return attention.length === 0 ? 0 : 1;

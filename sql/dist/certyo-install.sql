@@ -277,10 +277,11 @@ create table certyo.backfill (
     below_version bigint not null,
     -- The key of the last row done, as text per key column (NULL: none yet).
     after_key text[],
-    -- Highest version the last step stamped: the next step waits until a claim
-    -- has leased it (certyo.leased_upto), so at most about one chunk waits in
-    -- the outbox ahead of live changes.
+    -- Highest versions the last two steps stamped: the next step waits until a
+    -- claim has leased the earlier one (certyo.leased_upto), so at most about two
+    -- chunks wait in the outbox ahead of live changes, and delivery never runs dry.
     last_version bigint,
+    prior_version bigint,
     rows_estimated bigint,
     rows_done bigint not null default 0,
     chunks_done integer not null default 0,
@@ -765,10 +766,11 @@ $$;
 -- returns at once; the relay does the work with certyo.backfill_step(), one
 -- chunk of rows in key order per short transaction. A step stamps each row of
 -- its chunk with a new version, exactly like a status write-back that also
--- sets certyo_record_version and resets the status to 'pending': the table's
--- AFTER UPDATE trigger captures the row image into the outbox (labelled 'B',
--- sent as operationType "upsert"), and from there it is delivered, written
--- back and verified like any other change.
+-- sets certyo_record_version and resets the status to 'pending', and writes
+-- the stamped row images to the outbox in the same statement (labelled 'B',
+-- sent as operationType "upsert"; the update trigger lets the stamp pass, see
+-- enable_tracking). From there they are delivered, written back and verified
+-- like any other change.
 --
 -- Why this is race-free with live writes (each record's changes reach Certyo
 -- in version order; the last one delivered is the row as it is):
@@ -793,6 +795,8 @@ $$;
 --     (after_key): a killed relay or a restarted server resumes after the
 --     last committed chunk, and a chunk that did not commit stamped nothing.
 --     Each row is stamped once: a row stamped has a version >= below_version.
+--   * The stamp's image is the row as the stamp leaves it (its RETURNING), so
+--     the change written to the outbox is exactly the stamped version.
 --   * The step waits for user locks for 10 ms only, and a user's transaction
 --     waits for a step's row locks for at most one chunk: deadlock detection
 --     (deadlock_timeout, 1 s) never fires in the user's session on our account.
@@ -841,13 +845,9 @@ begin
     end if;
     -- The stamp writes the row's version as certyo's owner (see enable_tracking's grant).
     select n.nspowner into v_certyo_owner from pg_namespace n where n.nspname = 'certyo';
-    -- A table whose updates are not captured has no trigger to write the stamped rows
-    -- to the outbox: the step reads them itself.
+    -- The step reads the stamped rows whole (their images go to the outbox).
     if v_certyo_owner <> v_t.relowner and not (select r.rolsuper from pg_roles r where r.oid = v_certyo_owner) then
-        execute format('grant update (certyo_record_version) on %s to %I', target, v_certyo_owner::regrole::name);
-        if not 'update' = any (v_t.operations) then
-            execute format('grant select on %s to %I', target, v_certyo_owner::regrole::name);
-        end if;
+        execute format('grant select, update (certyo_record_version) on %s to %I', target, v_certyo_owner::regrole::name);
     end if;
     -- Rows to expect, for progress: the planner's count (analyzed first if it has none).
     for i in 1 .. 2 loop
@@ -862,7 +862,7 @@ begin
     insert into certyo.backfill as b (table_id, below_version, rows_estimated)
     values (v_t.table_id, nextval('certyo.change_seq'), v_estimate)
     on conflict (table_id) do update
-        set below_version = excluded.below_version, after_key = null, last_version = null,
+        set below_version = excluded.below_version, after_key = null, last_version = null, prior_version = null,
             rows_estimated = excluded.rows_estimated, rows_done = 0, chunks_done = 0,
             requested_at = now(), started_at = null, last_step_at = null, finished_at = null, outcome = null
         where b.finished_at is not null
@@ -882,8 +882,8 @@ comment on function certyo.backfill(regclass) is
 -- certyo.backfill_step(max_rows, paced): one chunk of the oldest unfinished
 -- backfill (another relay's chunk in progress is skipped, not waited for).
 -- States: 'stamped' (rows_stamped rows sent to the outbox), 'finished',
--- 'waiting' (paced: the last chunk is not leased by a claim yet, so live
--- changes are not queued behind more than about one chunk), 'busy' (a row
+-- 'waiting' (paced: the chunk before the last one is not leased by a claim
+-- yet, so live changes are not queued behind more than about two chunks), 'busy' (a row
 -- was locked for 10 ms: retry, with a smaller chunk), 'none' (nothing to do).
 create or replace function certyo.backfill_step(max_rows integer default 1000, paced boolean default true)
 returns table (table_name text, state text, rows_stamped integer, rows_done bigint)
@@ -912,6 +912,7 @@ declare
     v_join text;       -- t.k1 = p.k1 and ...
     v_after text;      -- t.k1 > ($1[1])::type (a row comparison for several columns)
     v_texts text;      -- p.k1::text, ...
+    v_by_trigger boolean;
     v_found integer;
     v_last text[];
     v_picked integer;
@@ -938,9 +939,9 @@ begin
         return query select v_name, 'finished'::text, 0, v_b.rows_done;
         return;
     end if;
-    if paced and v_b.last_version is not null then
+    if paced and v_b.prior_version is not null then
         select s.last_value into v_upto from certyo.leased_upto s;
-        if v_upto < v_b.last_version then
+        if v_upto < v_b.prior_version then
             return query select v_name, 'waiting'::text, 0, v_b.rows_done;
             return;
         end if;
@@ -960,46 +961,66 @@ begin
         return query select v_name, 'finished'::text, 0, v_b.rows_done;
         return;
     end if;
+    v_by_trigger := exists (select from pg_trigger g
+                            where g.tgrelid = v_t.relid and g.tgname = 'certyo_capture_update'
+                                and pg_get_triggerdef(g.oid) not like '%certyo.backfill%');
     v_after := case when v_b.after_key is null then ''
                     when v_found = 1 then format('%s > %s and ', v_keys, v_after)
                     else format('(%s) > (%s) and ', v_keys, v_after) end;
-    begin
-        perform pg_catalog.set_config('lock_timeout', '10ms', true);
-        -- The BEFORE trigger's WHEN clause skips the stamp as it skips a status
-        -- write-back (see enable_tracking); capture() labels the change 'B'.
-        perform pg_catalog.set_config('certyo.status_write', 'on', true);
-        perform pg_catalog.set_config('certyo.backfill', v_t.table_id::text, true);
-        execute format(
-            'with picked as ('
-            '  select %2$s from %1$s t where %3$s %4$s order by %2$s limit $3'
-            '), stamped as ('
-            '  update %1$s t set certyo_record_version = nextval(''certyo.change_seq''),'
-            '    certyo_anchor_status = ''pending'', certyo_record_hash = null, certyo_verified_at = null'
-            '  from picked p where %5$s and %4$s'
-            '  returning t.certyo_record_version as v%6$s'
-            ')%7$s'
-            ' select (select array[%8$s] from picked p order by %9$s limit 1), (select count(*)::int from picked),'
-            '        (select count(*)::int from stamped), (select max(s.v) from stamped s)',
-            v_t.relid::regclass, v_keys, v_after, v_pending, v_join,
-            -- No UPDATE capture on this table (operations without 'update'): the step
-            -- writes the outbox itself.
-            case when 'update' = any (v_t.operations) then '' else ', row_to_json(t.*) as j' end,
-            case when 'update' = any (v_t.operations) then ''
-                 else format(', captured as (insert into certyo.outbox (id, table_id, op, record_id, payload)'
-                             ' select s.v, %s, ''B'', coalesce(certyo.record_key(s.j, %L), certyo.record_key_slow(%1$s, s.j)), s.j'
-                             ' from stamped s)', v_t.table_id, v_t.key_columns::text[]) end,
-            v_texts, v_desc)
-        into v_last, v_picked, v_stamped, v_max
-        using v_b.after_key, v_b.below_version, max_rows;
-        perform pg_catalog.set_config('certyo.backfill', '', true);
-        perform pg_catalog.set_config('certyo.status_write', coalesce(v_status_write, ''), true);
-        perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
-    exception when lock_not_available or deadlock_detected then
-        -- A row is held by a user's transaction: nothing was stamped (the block is
-        -- undone, its settings too). The relay retries with a smaller chunk.
-        return query select v_name, 'busy'::text, 0, v_b.rows_done;
-        return;
-    end;
+    <<attempt>>
+    loop
+        begin
+            perform pg_catalog.set_config('lock_timeout', '10ms', true);
+            -- The BEFORE trigger's WHEN clause skips the stamp as it skips a status
+            -- write-back, and so does the update trigger's while certyo.backfill names
+            -- the table (see enable_tracking; an older trigger captures it, labelled 'B').
+            perform pg_catalog.set_config('certyo.status_write', 'on', true);
+            perform pg_catalog.set_config('certyo.backfill', v_t.table_id::text, true);
+            execute format(
+                'with picked as ('
+                '  select %2$s from %1$s t where %3$s %4$s order by %2$s limit $3'
+                '), stamped as ('
+                '  update %1$s t set certyo_record_version = nextval(''certyo.change_seq''),'
+                '    certyo_anchor_status = ''pending'', certyo_record_hash = null, certyo_verified_at = null'
+                '  from picked p where %5$s and %4$s'
+                '  returning t.certyo_record_version as v%6$s'
+                ')%7$s'
+                ' select (select array[%8$s] from picked p order by %9$s limit 1), (select count(*)::int from picked),'
+                '        (select count(*)::int from stamped), (select max(s.v) from stamped s)',
+                v_t.relid::regclass, v_keys, v_after, v_pending, v_join,
+                -- The step writes the outbox itself, unless the table's update trigger
+                -- captures the stamp (tracking enabled by an earlier release: its WHEN clause
+                -- does not skip stamps; capture() labels them 'B').
+                case when v_by_trigger then '' else ', row_to_json(t.*) as j' end,
+                case when v_by_trigger then ''
+                     else format(', captured as (insert into certyo.outbox (id, table_id, op, record_id, payload)'
+                                 ' select s.v, %s, ''B'', coalesce(%s, certyo.record_key_slow(%1$s, s.j)), s.j'
+                                 ' from stamped s)', v_t.table_id,
+                                 -- The record id as capture renders it (one key column: no function call).
+                                 case when cardinality(v_t.key_columns) = 1 then format('s.j ->> %L', v_t.key_columns[1])
+                                      else format('certyo.record_key(s.j, %L)', v_t.key_columns::text[]) end) end,
+                v_texts, v_desc)
+            into v_last, v_picked, v_stamped, v_max
+            using v_b.after_key, v_b.below_version, max_rows;
+            perform pg_catalog.set_config('certyo.backfill', '', true);
+            perform pg_catalog.set_config('certyo.status_write', coalesce(v_status_write, ''), true);
+            perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
+            exit attempt;
+        exception when unique_violation then
+            -- The table's own BEFORE UPDATE trigger changed a data column of a stamped row
+            -- (an updated_at touch), so the update trigger captured the stamp as well, under
+            -- the same version. Stamp this chunk again through the trigger alone.
+            if v_by_trigger then
+                raise;
+            end if;
+            v_by_trigger := true;
+        when lock_not_available or deadlock_detected then
+            -- A row is held by a user's transaction: nothing was stamped (the block is
+            -- undone, its settings too). The relay retries with a smaller chunk.
+            return query select v_name, 'busy'::text, 0, v_b.rows_done;
+            return;
+        end;
+    end loop;
     if v_picked = 0 then
         update certyo.backfill b set finished_at = now(), last_step_at = now(), outcome = 'finished',
                                      started_at = coalesce(b.started_at, now())
@@ -1009,6 +1030,7 @@ begin
     end if;
     update certyo.backfill b
     set after_key = v_last,
+        prior_version = case when v_max is null then b.prior_version else b.last_version end,
         last_version = coalesce(v_max, b.last_version),
         rows_done = b.rows_done + v_stamped,
         chunks_done = b.chunks_done + 1,
@@ -1255,11 +1277,20 @@ begin
         end if;
     end if;
     -- Updates: a row trigger whose WHEN clause skips status write-backs (the version is
-    -- unchanged) without calling anything, so the relay's write-back stays cheap.
+    -- unchanged) without calling anything, so the relay's write-back stays cheap. It
+    -- skips a backfill's stamp too (certyo.backfill_step writes those changes to the
+    -- outbox itself, set-based): an update that changes only status columns, made while
+    -- certyo.backfill names this table. Only certyo's owner can make such an update (the
+    -- BEFORE trigger refuses it to anyone else), so setting certyo.backfill skips nothing.
     if 'update' = any (v_ops) then
         execute format('create trigger certyo_capture_update after update on %I.%I for each row'
-                       ' when (old.certyo_record_version is distinct from new.certyo_record_version)'
-                       ' execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_args);
+                       ' when (old.certyo_record_version is distinct from new.certyo_record_version'
+                       ' and (pg_catalog.current_setting(''certyo.backfill'', true) is distinct from %L'
+                       '      or not pg_catalog.json_populate_record(old, pg_catalog.json_build_object('
+                       '          ''certyo_record_hash'', new.certyo_record_hash, ''certyo_anchor_status'', new.certyo_anchor_status,'
+                       '          ''certyo_verified_at'', new.certyo_verified_at, ''certyo_record_version'', new.certyo_record_version))'
+                       '          operator(pg_catalog.*=) new))'
+                       ' execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_table_id, v_args);
     end if;
     if v_rel.relkind = 'p' then
         if 'insert' = any (v_ops) then

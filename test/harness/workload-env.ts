@@ -34,12 +34,15 @@ export function stressRelays(dbUrl: () => string, api: () => LocalCertyo) {
   }));
 }
 
-/** Waits until the relays delivered everything; nothing may be parked. */
+/** Waits until the relays delivered everything (backfills included); nothing may be parked. */
 export async function drained(sql: Sql, relays: RelayProcesses) {
   await until(
     async () => {
       if (relays.running() === 0) throw new Error(`no relay is running:\n${relays.logs()}`);
-      return (await sql`select count(*)::int as n from certyo.outbox`)[0]!.n === 0;
+      // Backfills finished too: between two chunks the outbox may be empty.
+      const [o] = await sql`select (select count(*) from certyo.outbox)::int as n,
+                                   exists (select from certyo.backfill where finished_at is null) as backfilling`;
+      return o!.n === 0 && !o!.backfilling;
     },
     {
       limitMs: 120_000,

@@ -4,9 +4,14 @@
 // partitioned tables; every row ends anchored and equal to its last
 // delivered version.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { afterEach, beforeEach, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import postgres from 'postgres';
+import { progressLine } from '../../relay/src/backfill-command.js';
+import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
+import { paths } from '../../relay/src/paths.js';
 import { Rand } from '../harness/clients.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost, received } from '../harness/delivery.js';
@@ -216,6 +221,46 @@ describe('backfill', () => {
         ['public.events', 3000],
         ['public.log', 1500],
       ],
+    );
+  });
+
+  test('certyo-pg backfill follows it to the end; status and /metrics show it', async () => {
+    await db.sql.unsafe(`
+      create table items (id int primary key, v text);
+      insert into items select g, 'v' || g from generate_series(1, 5000) g;
+      select certyo.enable_tracking('items');`);
+    const port = await freePort();
+    relays.spawn({ CERTYO_HEALTH_PORT: String(port), CERTYO_BACKFILL_CHUNK: '500' });
+    const exec = promisify(execFile);
+    const cli = (...args: string[]) =>
+      exec(process.execPath, [`${paths.root}bin/certyo-pg.js`, ...args], {
+        env: { ...process.env, DATABASE_URL: db.url },
+      });
+    const { stdout } = await cli('backfill', 'items', '--interval-ms', '50');
+    const lines = stdout.trim().split('\n');
+    assert.match(lines[0]!, /^public\.items: backfill scheduled \(about 5,000 rows\); the relay sends them$/);
+    assert.match(lines.at(-1)!, /^public\.items {2}5,000\/5,000 rows \(100%\) {2}finished$/);
+    const status = await cli('status');
+    assert.match(status.stdout, /backfills:\n {2}public\.items {2}5,000\/5,000 rows \(100%\) {2}finished/);
+    await drained(db.sql, relays);
+    const metrics = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    assert.match(metrics, /^certyo_backfill_rows_done\{table="public\.items"\} 5000$/m);
+    assert.match(metrics, /^certyo_backfill_running\{table="public\.items"\} 0$/m);
+    assert.match(metrics, /^certyo_backfilled_rows_total 5000$/m);
+    // On a terminal: a bar, the rate and the time left.
+    assert.equal(
+      progressLine(
+        {
+          table_name: 'public.items',
+          state: 'running',
+          rows_done: 2500,
+          rows_total: 10_000,
+          stopped_because: null,
+        },
+        1250,
+        true,
+      ),
+      'public.items  [######..................]  2,500/10,000 rows (25%)  1,250 rows/s  ETA 6s',
     );
   });
 });

@@ -48,7 +48,7 @@ before(async () => {
     -- As an earlier release tracked tables: status columns added with the default stored.
     alter table legacy_hot add column certyo_record_hash text, add column certyo_anchor_status text default 'pending',
         add column certyo_verified_at timestamptz, add column certyo_record_version bigint;
-    select certyo.enable_tracking(t) from unnest(array['hot', 'legacy_hot', 'pair']::regclass[]) t;`);
+    select certyo.enable_tracking(t, backfill => true) from unnest(array['hot', 'legacy_hot', 'pair']::regclass[]) t;`);
 });
 after(async () => {
   relays.killAll();
