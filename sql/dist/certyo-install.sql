@@ -2117,7 +2117,7 @@ begin
                    r.record_hash,
                    case when v.verdict <> 'anchored' then encode(r.payload_digest, 'hex') end,
                    case when v.verdict <> 'anchored' then encode(c.d, 'hex') end,
-                   case when c.v is null then 'never captured: existed before tracking, or written while capture was bypassed'
+                   case when c.v is null then 'never captured: existed before tracking (not backfilled), or written while capture was bypassed'
                         when o.id is not null then case when o.parked_at is not null then 'captured, parked: ' || o.last_error
                                                         else 'captured, waiting for delivery' end
                         when r.id is null then 'this version was never captured (capture triggers bypassed or disabled)'
