@@ -65,6 +65,8 @@ async function main() {
     const certyo = lastJson(node('local-certyo.js'));
     console.log('verification and tamper sweep ...');
     const verify = lastJson(node('verify.js'));
+    console.log('backfill (1,000,000 rows, live changes meanwhile) ...');
+    const backfill = lastJson(node('backfill.js'));
     console.log("baselines: the guide's LISTEN/NOTIFY listener and timestamp polling ...");
     const baselines = lastJson(node('baselines.js'));
     // The long soak only when asked: npm run bench -- --soak [seconds]
@@ -80,6 +82,7 @@ async function main() {
       relay,
       localCertyo: certyo,
       verify,
+      backfill,
       baselines,
       ...(soak && { soak }),
     };
@@ -111,6 +114,17 @@ async function main() {
     const sweep = verify.sweep as { rowsPerSecond: number; rounds: number[] };
     type Per<T> = Record<'certyo' | 'listener' | 'polling', T>;
     const burst = baselines.burst as Per<{ rowsPerSecond: number }>;
+    const bf = backfill as {
+      rows: number;
+      drain: { changesPerSecond: number; machineCpuSecondsPer1000: number; relayCpuSecondsPer1000: number };
+      backfill: {
+        rowsPerSecond: number;
+        ratioToDrainRate: number;
+        machineCpuSecondsPer1000: number;
+        relayCpuSecondsPer1000: number;
+      };
+      liveDuringBackfill: Record<string, number>;
+    };
     const idleB = baselines.idleLatencyMs as Per<{ p50: number }>;
     const losses = baselines.losses as Per<Record<string, string>>;
     const rows = [
@@ -168,6 +182,21 @@ async function main() {
         'tamper sweep',
         '>= 50,000 rows/s',
         `${sweep.rowsPerSecond} rows/s (rounds ${sweep.rounds.join(', ')})`,
+      ],
+      [
+        `backfill of ${bf.rows} rows, end to end / the relay's drain rate on the same run`,
+        '>= 0.80',
+        `${bf.backfill.ratioToDrainRate} (${bf.backfill.rowsPerSecond} rows/s vs ${bf.drain.changesPerSecond} changes/s)`,
+      ],
+      [
+        `live changes during the backfill (${bf.liveDuringBackfill.rate}/s), commit to received`,
+        'low',
+        `p50 ${bf.liveDuringBackfill.fromCommitP50} ms, p99 ${bf.liveDuringBackfill.fromCommitP99} ms (from schedule p50 ${bf.liveDuringBackfill.fromScheduleP50} ms, p99 ${bf.liveDuringBackfill.fromScheduleP99} ms)`,
+      ],
+      [
+        'CPU per 1,000 backfilled rows (drain of 1,000 changes)',
+        'reported',
+        `machine ${bf.backfill.machineCpuSecondsPer1000} s (${bf.drain.machineCpuSecondsPer1000} s), relay ${bf.backfill.relayCpuSecondsPer1000} s (${bf.drain.relayCpuSecondsPer1000} s)`,
       ],
       [
         `versus the guide's LISTEN/NOTIFY listener (one POST per row), burst of ${baselines.burstSize} changes`,

@@ -206,19 +206,19 @@ begin
     end if;
     -- Updates: a row trigger whose WHEN clause skips status write-backs (the version is
     -- unchanged) without calling anything, so the relay's write-back stays cheap. It
-    -- skips a backfill's stamp too (certyo.backfill_step writes those changes to the
-    -- outbox itself, set-based): an update that changes only status columns, made while
-    -- certyo.backfill names this table. Only certyo's owner can make such an update (the
-    -- BEFORE trigger refuses it to anyone else), so setting certyo.backfill skips nothing.
+    -- skips a backfill's stamp too: certyo.backfill_step writes those changes to the
+    -- outbox itself, set-based, from the stamp's RETURNING. A stamp is known as the
+    -- BEFORE trigger knows a write-back: an update made by certyo's owner at trigger
+    -- depth 0 in a certyo_relay member's session, here while certyo.backfill names this
+    -- table. Setting certyo.backfill anywhere else skips nothing.
     if 'update' = any (v_ops) then
         execute format('create trigger certyo_capture_update after update on %I.%I for each row'
                        ' when (old.certyo_record_version is distinct from new.certyo_record_version'
                        ' and (pg_catalog.current_setting(''certyo.backfill'', true) is distinct from %L'
-                       '      or not pg_catalog.json_populate_record(old, pg_catalog.json_build_object('
-                       '          ''certyo_record_hash'', new.certyo_record_hash, ''certyo_anchor_status'', new.certyo_anchor_status,'
-                       '          ''certyo_verified_at'', new.certyo_verified_at, ''certyo_record_version'', new.certyo_record_version))'
-                       '          operator(pg_catalog.*=) new))'
-                       ' execute function certyo.capture(%s)', v_rel.schema_name, v_rel.table_name, v_table_id, v_args);
+                       '      or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
+                       '      or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member'')))'
+                       ' execute function certyo.capture(%s)',
+                       v_rel.schema_name, v_rel.table_name, v_table_id, v_certyo_owner::regrole::name, v_args);
     end if;
     if v_rel.relkind = 'p' then
         if 'insert' = any (v_ops) then

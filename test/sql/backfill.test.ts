@@ -214,6 +214,28 @@ describe('backfill with live writes', () => {
     assert.equal(n!.n, 200);
   });
 
+  test('a user trigger that touches the stamped row: the image sent is the row as the stamp left it', async () => {
+    await db.sql.unsafe(`
+      create table touched (id int primary key, touches int not null default 0);
+      insert into touched select generate_series(1, 5);
+      create function touch() returns trigger language plpgsql as $$
+        begin new.touches := old.touches + 1; return new; end $$;
+      create trigger touch before update on touched for each row execute function touch();
+      select certyo.enable_tracking('touched', backfill => true);`);
+    const state = async () =>
+      (await db.sql`select state from certyo.backfills where table_name = 'public.touched'`)[0]?.state;
+    while ((await state()) !== 'finished') await step(db.sql);
+    const rows = await db.sql`
+      select o.op::text, o.payload ->> 'touches' as sent, t.touches::text as row, o.id = t.certyo_record_version as same
+      from certyo.outbox o join certyo.tracked_table x on x.table_id = o.table_id and x.relid = 'touched'::regclass
+      join touched t on t.id::text = o.record_id order by t.id`;
+    assert.deepEqual(
+      rows.map((r) => [r.op, r.sent, r.row, r.same]),
+      Array.from({ length: 5 }, () => ['B', '1', '1', true]),
+    );
+    await db.sql`select certyo.disable_tracking('touched')`;
+  });
+
   test('disabling tracking stops the backfill', async () => {
     await step(db.sql, 10);
     await db.sql`select certyo.disable_tracking('items')`;

@@ -118,8 +118,12 @@ describe('privileges', () => {
       grant execute on function public.set_total(int, numeric) to certyo_test_app;
     `);
     const [old] = await db.sql`select certyo_record_version::text as v from orders where id = 1`;
+    const [tracked] =
+      await db.sql`select table_id::text as id from certyo.tracked_table where relid = 'orders'::regclass`;
     await app.begin(async (tx) => {
       await tx`select set_config('certyo.status_write', 'on', true)`;
+      // And the setting a backfill's stamp runs with: the stamp is skipped only in a relay's session.
+      await tx`select set_config('certyo.backfill', ${tracked!.id}, true)`;
       await tx`select public.set_total(1, 99)`;
     });
     const [row] =
