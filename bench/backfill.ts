@@ -58,7 +58,7 @@ async function main() {
     relay = startRelay(bench, { CERTYO_VERIFY: 'off' });
     // Live writes at a steady rate (scheduled times: a write that starts late counts its delay).
     const writer = postgres(url, { max: 1, onnotice: () => {} });
-    const committed = new Map<string, { scheduled: number; committed: number }>();
+    const committed = new Map<string, { scheduled: number; began: number; committed: number }>();
     let writing = true;
     const live = (async () => {
       const start = performance.now();
@@ -66,8 +66,9 @@ async function main() {
         const scheduled = start + (i * 1000) / LIVE_RATE;
         const wait = scheduled - performance.now();
         if (wait > 0) await sleep(wait);
+        const began = performance.now();
         const [r] = await writer`insert into live (kind, amount) values ('sale', 19.99) returning id::text`;
-        committed.set(r!.id, { scheduled, committed: performance.now() });
+        committed.set(r!.id, { scheduled, began, committed: performance.now() });
       }
     })();
     await sleep(2000); // the live flow settles before the backfill begins
@@ -98,11 +99,13 @@ async function main() {
         if (x.status === 'accepted' && !arrived.has(x.recordId)) arrived.set(x.recordId, r.arrivedMs);
     const fromCommit: number[] = [];
     const fromSchedule: number[] = [];
+    const insertMs: number[] = [];
     for (const [id, c] of committed) {
       const at = arrived.get(id);
       if (at === undefined || c.committed < t0 || c.committed > t0 + backfillSeconds * 1000) continue;
       fromCommit.push(at - c.committed);
       fromSchedule.push(at - c.scheduled);
+      insertMs.push(c.committed - c.began);
     }
     const [steps] =
       await sql`select rows_done::int as rows, chunks_done::int as chunks from certyo.backfills`;
@@ -144,6 +147,9 @@ async function main() {
             fromCommitP99: round(pct(fromCommit, 99)),
             fromScheduleP50: round(pct(fromSchedule, 50)),
             fromScheduleP99: round(pct(fromSchedule, 99)),
+            // The live INSERT itself, from sending it to its commit returning.
+            insertP50: round(pct(insertMs, 50)),
+            insertP99: round(pct(insertMs, 99)),
           },
         },
         null,
