@@ -40,7 +40,10 @@
 --     (deadlock_timeout, 1 s) never fires in the user's session on our account.
 
 -- certyo.backfill(target): schedule a backfill of every row target holds now.
--- Returns the estimated number of rows. A backfill of target that is still
+-- Rows delivered before are sent again as they are now: one edited while
+-- capture was bypassed would be anchored with its edit, so run the tamper
+-- sweep first; rows it flagged 'tampered' are skipped. Returns the estimated
+-- number of rows. A backfill of target that is still
 -- running is left to go on (a notice says so). SECURITY INVOKER: the caller
 -- must own the table (it may be analyzed and granted) and hold certyo_admin.
 create or replace function certyo.backfill(target regclass)
@@ -121,8 +124,9 @@ comment on function certyo.backfill(regclass) is
 -- backfill (another relay's chunk in progress is skipped, not waited for).
 -- States: 'stamped' (rows_stamped rows sent to the outbox), 'finished',
 -- 'waiting' (paced: the chunk before the last one is not leased by a claim
--- yet, so live changes are not queued behind more than about two chunks), 'busy' (a row
--- was locked for 10 ms: retry, with a smaller chunk), 'none' (nothing to do).
+-- yet, so live changes are not queued behind more than about two chunks),
+-- 'busy' (a row was locked for 10 ms: retry, with a smaller chunk), 'none'
+-- (nothing to do).
 create or replace function certyo.backfill_step(max_rows integer default 1000, paced boolean default true)
 returns table (table_name text, state text, rows_stamped integer, rows_done bigint)
 language plpgsql
@@ -145,7 +149,6 @@ declare
     v_t certyo.tracked_table;
     v_name text;
     v_keys text;       -- t.k1, t.k2
-    v_keys_p text;     -- p.k1, p.k2
     v_desc text;       -- p.k1 desc, p.k2 desc
     v_join text;       -- t.k1 = p.k1 and ...
     v_after text;      -- t.k1 > ($1[1])::type (a row comparison for several columns)
@@ -159,7 +162,10 @@ declare
     v_upto bigint;
     v_lock_timeout text := pg_catalog.current_setting('lock_timeout');
     v_status_write text := pg_catalog.current_setting('certyo.status_write', true);
-    v_pending constant text := '(t.certyo_record_version is null or t.certyo_record_version < $2)';
+    -- Rows to stamp. A row the tamper sweep flagged is never re-sent: its content
+    -- would be anchored as if it were a change (see certyo.backfill).
+    v_pending constant text := '(t.certyo_record_version is null or t.certyo_record_version < $2)'
+                               ' and t.certyo_anchor_status is distinct from ''tampered''';
 begin
     select * into v_b from certyo.backfill b
     where b.finished_at is null
@@ -185,13 +191,12 @@ begin
         end if;
     end if;
     select string_agg(format('t.%I', a.attname), ', ' order by k.n),
-           string_agg(format('p.%I', a.attname), ', ' order by k.n),
            string_agg(format('p.%I desc', a.attname), ', ' order by k.n),
            string_agg(format('t.%1$I = p.%1$I', a.attname), ' and ' order by k.n),
            string_agg(format('($1[%s])::%s', k.n, format_type(a.atttypid, a.atttypmod)), ', ' order by k.n),
            string_agg(format('p.%I::text', a.attname), ', ' order by k.n),
            count(a.attnum)
-    into v_keys, v_keys_p, v_desc, v_join, v_after, v_texts, v_found
+    into v_keys, v_desc, v_join, v_after, v_texts, v_found
     from unnest(v_t.key_attnums) with ordinality as k(attnum, n)
     left join pg_attribute a on a.attrelid = v_t.relid and a.attnum = k.attnum and not a.attisdropped;
     if v_found <> cardinality(v_t.key_attnums) then
