@@ -15,6 +15,7 @@
 \ir refuse_truncate.sql
 \ir drop_triggers.sql
 \ir backfill.sql
+\ir backfill_step.sql
 \ir enable_tracking.sql
 \ir disable_tracking.sql
 \ir write_status.sql
@@ -26,6 +27,7 @@
 \ir parked.sql
 \ir status.sql
 \ir tracked_tables.sql
+\ir backfills.sql
 \ir history.sql
 \ir verify.sql
 \ir grants.sql
