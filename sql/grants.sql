@@ -24,7 +24,7 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to ce
 grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb),
-    certyo.backfill_step(integer, boolean)
+    certyo.backfill_step(integer, boolean), certyo.write_due(integer)
     to certyo_relay;
 
 -- Everyone who watches: the views.

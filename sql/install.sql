@@ -19,6 +19,7 @@
 \ir enable_tracking.sql
 \ir disable_tracking.sql
 \ir write_status.sql
+\ir write_due.sql
 \ir claim.sql
 \ir ack.sql
 \ir relay_ops.sql

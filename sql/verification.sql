@@ -72,9 +72,6 @@ declare
     v_ids bigint[];
     v_keys text[];
     v_written bigint[];
-    v_locked bigint[];
-    v_rel regclass;
-    v_match text;
 begin
     with r as (
         select * from jsonb_to_recordset(results) as x(
@@ -126,21 +123,8 @@ begin
             array(select u.h from unnest(v_tables, v_all_hashes) as u(t, h) where u.t = v_table),
             array(select u.va from unnest(v_tables, v_all_verified) as u(t, va) where u.t = v_table));
         -- Not written: the row has a newer version or is gone (nothing to do), or a
-        -- user transaction holds it (skip locked): look again in a second.
-        if cardinality(v_written) < cardinality(v_ids) then
-            select m.rel, m.predicate into v_rel, v_match from certyo.key_match(v_table, 'u.k') as m;
-            continue when v_match is null;
-            execute format(
-                'select coalesce(array_agg(u.v), ''{}'') from unnest($1, $2) as u(k, v)'
-                ' where u.v <> all ($3) and exists (select from %1$s t where %2$s and t.certyo_record_version = u.v'
-                '   and t.certyo_anchor_status is distinct from ''tampered'')',
-                v_rel, v_match)
-            into v_locked
-            using v_keys, v_ids, v_written;
-            update certyo.receipt c
-            set next_check_at = now() + interval '1 second'
-            where c.id = any (v_locked) and c.next_check_at is null;
-        end if;
+        -- user transaction holds it: written again from the receipt (certyo.write_due).
+        perform certyo.mark_write_due(v_table, v_keys, v_ids, v_written);
     end loop;
     return coalesce(v_count, 0);
 end

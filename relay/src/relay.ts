@@ -11,6 +11,7 @@ import { isTransient } from './db.js';
 import { type Change, Delivery, type DeliveryHost, Metrics, type Settlement } from './delivery.js';
 import { OutboxVacuum } from './outbox-vacuum.js';
 import { Verifier } from './verifier.js';
+import { writeDueLoop } from './write-due.js';
 
 export { type Change, Metrics } from './delivery.js';
 
@@ -32,8 +33,8 @@ export class Relay implements DeliveryHost {
   private workers: Promise<void>[] = [];
   /** Delivery loops asleep: woken by a NOTIFY and by stop(). */
   private wakers = new Set<() => void>();
-  /** Verification loops asleep: woken by stop() only (a new change gives them nothing to do). */
-  private verifierWakers = new Set<() => void>();
+  /** Verification and skipped write-back loops asleep: woken by stop() only (a new change gives them nothing to do). */
+  private stopWakers = new Set<() => void>();
   /** The backfill loop asleep: woken by a wake-up (a backfill scheduled) or by a claim. */
   private scheduledWakers = new Set<() => void>();
   private claimedWakers = new Set<() => void>();
@@ -60,6 +61,8 @@ export class Relay implements DeliveryHost {
   /** Sends the rows tables already held (CERTYO_BACKFILL=on). */
   backfiller: Backfiller | undefined;
   private backfilling: Promise<void> | undefined;
+  /** Writes back statuses a user's lock made the write-back skip. */
+  private writingDue: Promise<void> | undefined;
 
   constructor(
     private readonly cfg: Config,
@@ -122,7 +125,7 @@ export class Relay implements DeliveryHost {
         this.token,
         this.database,
         () => this.active,
-        (ms) => this.sleep(ms, this.verifierWakers),
+        (ms) => this.sleep(ms, this.stopWakers),
       );
       // One verification loop more than there are delivery streams (each delivery loop has
       // its claim and its background acknowledgement), so checking keeps pace with delivering.
@@ -133,6 +136,10 @@ export class Relay implements DeliveryHost {
         Array.from({ length: 2 * this.cfg.concurrency + 1 }, () => verifier.run()),
       ).then(() => {});
     }
+    this.writingDue = writeDueLoop(this.sql, this.log, this.cfg.pollIntervalMs, {
+      running: () => this.active,
+      sleep: (ms) => this.sleep(ms, this.stopWakers),
+    });
     if (this.cfg.backfill) {
       this.backfiller = new Backfiller(this.cfg, this.sql, this.log, {
         running: () => this.active,
@@ -161,7 +168,7 @@ export class Relay implements DeliveryHost {
     this.active = false;
     this.wake();
     for (const w of [
-      ...this.verifierWakers,
+      ...this.stopWakers,
       ...this.helperWakers,
       ...this.scheduledWakers,
       ...this.claimedWakers,
@@ -174,6 +181,7 @@ export class Relay implements DeliveryHost {
       ...this.workers,
       this.verifying,
       this.backfilling,
+      this.writingDue,
       this.vacuum?.running,
     ]).then(() => 'finished' as const);
     if ((await Promise.race([finished, deadline])) === 'deadline')

@@ -295,6 +295,19 @@ create table certyo.backfill (
 insert into certyo.pgmigrations (name, run_on) values ('1763800000008_backfill', now());
 \endif
 
+-- migration 1763800000009_write-due
+select not exists (select from certyo.pgmigrations where name = '1763800000009_write-due') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- Status write-backs that a user's transaction made the relay skip (it held
+-- the row): the receipt says when to write its status into the row again
+-- (certyo.write_due), so a row is never left 'pending' once Certyo has its
+-- version, whether or not verification runs.
+alter table certyo.receipt add column write_due_at timestamptz;
+create index receipt_write_due on certyo.receipt (write_due_at) where write_due_at is not null;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000009_write-due', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -1416,6 +1429,104 @@ begin
 end
 $$;
 
+-- sql/write_due.sql
+-- Write-backs a user's transaction made us skip. certyo.write_status never
+-- waits for a row a user holds: it skips it. If that transaction then rolls
+-- back, the row keeps its version and would keep its old status ('pending'
+-- after an acknowledgement) although Certyo has the version. So whoever calls
+-- write_status hands what it did not write to certyo.mark_write_due, which
+-- keeps, on their receipts, a time to write them again; certyo.write_due
+-- (the relay, every poll interval) writes each such receipt's status into its
+-- row. Rows with a newer version or gone need nothing; a row flagged
+-- 'tampered' keeps its flag.
+
+-- certyo.mark_write_due(table_id, record_ids, versions, written): of the
+-- versions a write-back did not write (not in written), those whose row is
+-- still at that version get their receipt's status written again in a second.
+create or replace function certyo.mark_write_due(table_id integer, record_ids text[], versions bigint[], written bigint[])
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+set enable_seqscan = off
+as $$
+declare
+    v_rel regclass;
+    v_match text;
+    v_held bigint[];
+begin
+    if cardinality(written) >= cardinality(versions) then
+        return;
+    end if;
+    select m.rel, m.predicate into v_rel, v_match from certyo.key_match(mark_write_due.table_id, 'u.k') as m;
+    if v_match is null then
+        return;
+    end if;
+    -- A plain read: it does not wait for the row's lock.
+    execute format(
+        'select coalesce(array_agg(u.v), ''{}'') from unnest($1, $2) as u(k, v)'
+        ' where u.v <> all ($3) and exists (select from %1$s t where %2$s and t.certyo_record_version = u.v'
+        '   and t.certyo_anchor_status is distinct from ''tampered'')',
+        v_rel, v_match)
+    into v_held
+    using record_ids, versions, written;
+    update certyo.receipt c
+    set write_due_at = now() + interval '1 second'
+    where c.id = any (v_held);
+end
+$$;
+
+comment on function certyo.mark_write_due(integer, text[], bigint[], bigint[]) is
+    'Write-back: remember versions skipped because a user transaction held their row, to write them again.';
+
+-- certyo.write_due(max_rows): write the status of receipts whose write-back
+-- is due into their rows (up to max_rows per table); those still held are due
+-- again a second later. Returns the rows written.
+create or replace function certyo.write_due(max_rows integer default 1000)
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set jit = off
+as $$
+declare
+    v_table integer;
+    v_ids bigint[];
+    v_keys text[];
+    v_written bigint[];
+    v_count integer := 0;
+    v_status text[];
+    v_hashes text[];
+    v_verified timestamptz[];
+begin
+    -- Lost in a crash, a write is only due again (the receipts keep the status).
+    perform pg_catalog.set_config('synchronous_commit', 'off', true);
+    for v_table in select distinct c.table_id from certyo.receipt c where c.write_due_at <= now() loop
+        with due as (
+            select c.id from certyo.receipt c
+            where c.write_due_at <= now() and c.table_id = v_table
+            order by c.id limit max_rows
+            for update skip locked
+        ), cleared as (
+            update certyo.receipt c set write_due_at = null
+            from due where c.id = due.id
+            returning c.id, c.record_id, c.anchor_status, c.record_hash, c.verified_at
+        )
+        select array_agg(x.id), array_agg(x.record_id), array_agg(x.anchor_status), array_agg(x.record_hash),
+               array_agg(x.verified_at)
+        into v_ids, v_keys, v_status, v_hashes, v_verified
+        from cleared x;
+        continue when v_ids is null;
+        v_written := certyo.write_status(v_table, v_keys, v_ids, v_status, v_hashes, v_verified);
+        v_count := v_count + cardinality(v_written);
+        perform certyo.mark_write_due(v_table, v_keys, v_ids, v_written);
+    end loop;
+    return v_count;
+end
+$$;
+
+comment on function certyo.write_due(integer) is
+    'Relay: write back statuses that were skipped because a user transaction held the row.';
+
 -- sql/claim.sql
 -- certyo.claim(relay_token, max_changes, lease, max_bytes): lease up to
 -- max_changes deliverable changes, oldest first, stopping once their row
@@ -1552,6 +1663,8 @@ declare
     v_versions bigint[];
     v_hashes text[];
     v_table integer;
+    v_keys_t text[];
+    v_versions_t bigint[];
     -- Changes whose id is already receipted (see below): none, as a rule.
     v_receipted bigint[] := '{}';
 begin
@@ -1606,21 +1719,22 @@ begin
     end if;
     -- The usual batch is of one table: its arrays go as they are (splitting them
     -- by table costs about 2 ms per 1,000 changes).
+    -- A row a user's transaction holds is skipped: mark_write_due has it written later.
     if v_tables[1] = all (v_tables) then
-        perform certyo.write_status(
+        perform certyo.mark_write_due(v_tables[1], v_keys, v_versions, certyo.write_status(
             v_tables[1], v_keys, v_versions,
             array_fill('submitted'::text, array[cardinality(v_keys)]), v_hashes,
-            array_fill(null::timestamptz, array[cardinality(v_keys)]));
+            array_fill(null::timestamptz, array[cardinality(v_keys)])));
         return v_count;
     end if;
     for v_table in select distinct t from unnest(v_tables) as t loop
-        perform certyo.write_status(
-            v_table,
-            array(select k from unnest(v_tables, v_keys) as u(t, k) where u.t = v_table),
-            array(select v from unnest(v_tables, v_versions) as u(t, v) where u.t = v_table),
+        v_keys_t := array(select k from unnest(v_tables, v_keys) as u(t, k) where u.t = v_table);
+        v_versions_t := array(select v from unnest(v_tables, v_versions) as u(t, v) where u.t = v_table);
+        perform certyo.mark_write_due(v_table, v_keys_t, v_versions_t, certyo.write_status(
+            v_table, v_keys_t, v_versions_t,
             array(select 'submitted'::text from unnest(v_tables) as u(t) where u.t = v_table),
             array(select h from unnest(v_tables, v_hashes) as u(t, h) where u.t = v_table),
-            array(select null::timestamptz from unnest(v_tables) as u(t) where u.t = v_table));
+            array(select null::timestamptz from unnest(v_tables) as u(t) where u.t = v_table)));
     end loop;
     return v_count;
 end
@@ -1803,9 +1917,6 @@ declare
     v_ids bigint[];
     v_keys text[];
     v_written bigint[];
-    v_locked bigint[];
-    v_rel regclass;
-    v_match text;
 begin
     with r as (
         select * from jsonb_to_recordset(results) as x(
@@ -1857,21 +1968,8 @@ begin
             array(select u.h from unnest(v_tables, v_all_hashes) as u(t, h) where u.t = v_table),
             array(select u.va from unnest(v_tables, v_all_verified) as u(t, va) where u.t = v_table));
         -- Not written: the row has a newer version or is gone (nothing to do), or a
-        -- user transaction holds it (skip locked): look again in a second.
-        if cardinality(v_written) < cardinality(v_ids) then
-            select m.rel, m.predicate into v_rel, v_match from certyo.key_match(v_table, 'u.k') as m;
-            continue when v_match is null;
-            execute format(
-                'select coalesce(array_agg(u.v), ''{}'') from unnest($1, $2) as u(k, v)'
-                ' where u.v <> all ($3) and exists (select from %1$s t where %2$s and t.certyo_record_version = u.v'
-                '   and t.certyo_anchor_status is distinct from ''tampered'')',
-                v_rel, v_match)
-            into v_locked
-            using v_keys, v_ids, v_written;
-            update certyo.receipt c
-            set next_check_at = now() + interval '1 second'
-            where c.id = any (v_locked) and c.next_check_at is null;
-        end if;
+        -- user transaction holds it: written again from the receipt (certyo.write_due).
+        perform certyo.mark_write_due(v_table, v_keys, v_ids, v_written);
     end loop;
     return coalesce(v_count, 0);
 end
@@ -2212,7 +2310,7 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to ce
 grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb),
-    certyo.backfill_step(integer, boolean)
+    certyo.backfill_step(integer, boolean), certyo.write_due(integer)
     to certyo_relay;
 
 -- Everyone who watches: the views.
