@@ -16,7 +16,8 @@ begin
             and not t.tgisinternal
             and t.tgparentid = 0
             and t.tgname in ('certyo_before', 'certyo_capture_insert', 'certyo_capture_update',
-                             'certyo_capture_delete', 'certyo_wake', 'certyo_refuse_truncate')
+                             'certyo_capture_zkey', 'certyo_capture_delete', 'certyo_wake',
+                             'certyo_refuse_truncate')
     loop
         execute format('drop trigger %I on %s', v_trigger.tgname, v_trigger.rel);
     end loop;

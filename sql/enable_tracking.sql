@@ -220,6 +220,17 @@ begin
                        ' execute function certyo.capture(%s)',
                        v_rel.schema_name, v_rel.table_name, v_table_id, v_certyo_owner::regrole::name, v_args);
     end if;
+    -- A key changed by UPDATE: the old record ends with a delete (see capture_key_change).
+    -- Named to fire after certyo_capture_update. Nothing to compare when deletes are
+    -- not captured.
+    if 'delete' = any (v_ops) then
+        execute format('create trigger certyo_capture_zkey after update on %I.%I for each row'
+                       ' when (%s) execute function certyo.capture_key_change(%s)',
+                       v_rel.schema_name, v_rel.table_name,
+                       (select string_agg(format('old.%1$I is distinct from new.%1$I', k), ' or ')
+                        from unnest(v_key_names) as k),
+                       v_args);
+    end if;
     if v_rel.relkind = 'p' then
         if 'insert' = any (v_ops) then
             execute format('create trigger certyo_capture_insert after insert on %I.%I'

@@ -11,14 +11,16 @@ grant usage on sequence certyo.change_seq to public;
 -- certyo_admin: table owners who turn tracking on and off.
 grant execute on function certyo.enable_tracking(regclass, name[], text, text[], name[], boolean) to certyo_admin;
 grant execute on function certyo.disable_tracking(regclass, boolean) to certyo_admin;
-grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.wake(), certyo.refuse_truncate() to certyo_admin;
+grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.capture_key_change(),
+    certyo.wake(), certyo.refuse_truncate() to certyo_admin;
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
 grant execute on function certyo.backfill(regclass) to certyo_admin;
 grant select, insert, update on certyo.backfill to certyo_admin;
 
 grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
-grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to certyo_admin;
+grant execute on function certyo.flag_tampered(regclass, text[], bigint[]), certyo.flag_deleted(regclass, text[], bigint[])
+    to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
 grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),

@@ -10,6 +10,7 @@
 \ir capture_before.sql
 \ir restamp_inserts.sql
 \ir capture.sql
+\ir capture_key_change.sql
 \ir capture_rows.sql
 \ir wake.sql
 \ir refuse_truncate.sql

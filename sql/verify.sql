@@ -7,6 +7,9 @@
 --   tampered        changed WITHOUT a captured change (capture bypassed:
 --                   session_replication_role = replica, triggers disabled,
 --                   restore, direct write); detail and digests give the evidence
+--   deleted         the row is gone, but its last delivered change is not a
+--                   delete and none is captured (deleted while capture was
+--                   bypassed); the evidence is the last delivered version
 --   never_anchored  no anchored version: never captured (existed before
 --                   tracking), or anchoring failed or did not match
 -- Returns the rows that are not 'anchored' (every row with all_rows, or when
@@ -37,6 +40,7 @@ declare
     v_key text;
     v_cols text;
     v_filter text := '';
+    v_gone text;
 begin
     if target is not null and not exists (select from certyo.tracked_table t where t.relid = target and t.active) then
         raise exception '% is not tracked', target
@@ -103,6 +107,30 @@ begin
             case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end,
             case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end)
         using only_record;
+        -- Records whose row is gone although their last delivered change is not a
+        -- delete, and no change of theirs waits in the outbox: deleted while capture
+        -- was bypassed. One pass over the table's receipts (last per record, by the
+        -- receipt_record index) anti-joined with the table by key.
+        select m.predicate into v_gone from certyo.key_match(v_t.table_id, 'r.record_id') as m;
+        continue when v_gone is null;
+        return query execute format(
+            $q$
+            select %1$L::text, r.record_id, r.id, 'deleted'::text, r.anchor_status, r.record_hash,
+                   encode(r.payload_digest, 'hex'), null::text,
+                   format('the row is gone, but the last change delivered is %%s version %%s, and no delete was captured',
+                          case r.op when 'I' then 'insert' when 'U' then 'update' else 'upsert' end, r.id)
+            from (select distinct on (c.record_id) c.record_id, c.id, c.op, c.anchor_status, c.record_hash, c.payload_digest
+                  from certyo.receipt c
+                  where c.table_id = %2$s %3$s
+                  order by c.record_id, c.id desc) as r
+            where r.op <> 'D'
+                and not exists (select from certyo.outbox o where o.table_id = %2$s and o.record_id = r.record_id)
+                and not exists (select from %4$s t where %5$s)
+            $q$,
+            format('%I.%I', v_t.schema_name, v_t.table_name), v_t.table_id,
+            case when only_record is not null then 'and c.record_id = $1' else '' end,
+            v_t.relid::regclass, v_gone)
+        using only_record;
     end loop;
 end
 $$;
@@ -130,3 +158,25 @@ $$;
 
 comment on function certyo.flag_tampered(regclass, text[], bigint[]) is
     'Mark rows found tampered by certyo.verify (status ''tampered'' until their next real change).';
+
+-- certyo.flag_deleted(target, record_ids, versions): mark the receipts of
+-- records the sweep found deleted behind capture (their last delivered
+-- version): finding 'deleted', found_at when first found. Returns how many.
+create or replace function certyo.flag_deleted(target regclass, record_ids text[], versions bigint[])
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with flagged as (
+        update certyo.receipt r
+        set finding = 'deleted', found_at = coalesce(r.found_at, now())
+        from certyo.tracked_table t, unnest(record_ids, versions) as u(k, v)
+        where t.relid = target and t.active and r.table_id = t.table_id and r.id = u.v and r.record_id = u.k
+        returning 1
+    )
+    select count(*)::integer from flagged
+$$;
+
+comment on function certyo.flag_deleted(regclass, text[], bigint[]) is
+    'Mark the receipts of records certyo.verify found deleted while capture was bypassed.';

@@ -1,14 +1,15 @@
 // `certyo-pg verify [table] [--record ID] [--json] [--no-flag]`: the tamper
 // sweep. Runs certyo.verify() (SQL: it recomputes each row's payload as
 // capture does and compares it with what was delivered and anchored), reports
-// per table and lists every tampered row with its evidence, flags those rows
-// 'tampered' (certyo.flag_tampered, needs certyo_admin) and exits 1 when
-// anything was tampered with.
+// per table and lists every tampered row, and every record deleted behind
+// capture, with its evidence; flags them ('tampered' in the row,
+// certyo.flag_tampered; 'deleted' on the receipt, certyo.flag_deleted; both
+// need certyo_admin) and exits 1 when it found either.
 import { parseArgs } from 'node:util';
 import { connect, pgArray } from './db.js';
 import { groupBy } from './maps.js';
 
-const VERDICTS = ['anchored', 'pending', 'tampered', 'never_anchored'] as const;
+const VERDICTS = ['anchored', 'pending', 'tampered', 'deleted', 'never_anchored'] as const;
 type Verdict = (typeof VERDICTS)[number];
 
 interface Row {
@@ -30,9 +31,11 @@ delivered to and anchored by Certyo:
   anchored        unchanged since it was anchored
   pending         changed, change captured: waiting for delivery or anchoring
   tampered        changed WITHOUT a captured change (capture was bypassed)
+  deleted         the row is gone WITHOUT a captured delete (capture was bypassed)
   never_anchored  never captured (existed before tracking) or anchoring failed
-Tampered rows are listed with the evidence and marked 'tampered' in
-certyo_anchor_status (--no-flag: report only). Exit 1 when tampering is found.`;
+Findings are listed with the evidence; tampered rows are marked 'tampered' in
+certyo_anchor_status, deleted records on their receipt (certyo.receipt.finding;
+--no-flag: report only). Exit 1 when anything is found.`;
 
 export async function verifyCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -59,6 +62,7 @@ export async function verifyCommand(args: string[]): Promise<number> {
     const t0 = performance.now();
     const counts = new Map<string, Record<Verdict, number>>();
     const tampered: Row[] = [];
+    const deleted: Row[] = [];
     // One snapshot: each table's row count, and the rows needing attention
     // (certyo.verify returns only those); the rest are anchored and unchanged.
     await sql.begin('isolation level repeatable read read only', async (tx) => {
@@ -69,7 +73,13 @@ export async function verifyCommand(args: string[]): Promise<number> {
       for (const { table_name } of tables) {
         const [c] =
           values.record === undefined ? await tx.unsafe(`select count(*)::int as n from ${table_name}`) : [];
-        counts.set(table_name, { anchored: Number(c?.n ?? 0), pending: 0, tampered: 0, never_anchored: 0 });
+        counts.set(table_name, {
+          anchored: Number(c?.n ?? 0),
+          pending: 0,
+          tampered: 0,
+          deleted: 0,
+          never_anchored: 0,
+        });
       }
       const cursor = tx<Row[]>`
         select table_name, record_id, version::text, verdict, anchor_status, record_hash,
@@ -79,30 +89,40 @@ export async function verifyCommand(args: string[]): Promise<number> {
         for (const r of rows) {
           const c = counts.get(r.table_name);
           if (!c) continue;
-          if (values.record !== undefined) c[r.verdict]++;
+          // A deleted record has no row among those counted.
+          if (values.record !== undefined || r.verdict === 'deleted') c[r.verdict]++;
           else if (r.verdict !== 'anchored') {
             c.anchored--;
             c[r.verdict]++;
           }
           if (r.verdict === 'tampered') tampered.push(r);
+          if (r.verdict === 'deleted') deleted.push(r);
         }
       }
     });
-    tampered.sort(
-      (a, b) => a.table_name.localeCompare(b.table_name) || Number(a.version) - Number(b.version),
-    );
+    const byVersion = (a: Row, b: Row) =>
+      a.table_name.localeCompare(b.table_name) || Number(a.version) - Number(b.version);
+    tampered.sort(byVersion);
+    deleted.sort(byVersion);
     const seconds = (performance.now() - t0) / 1000;
     const checked = [...counts.values()].reduce((n, c) => n + VERDICTS.reduce((m, v) => m + c[v], 0), 0);
 
     let flagged = 0;
+    let flaggedDeleted = 0;
     let flagError: string | undefined;
-    if (!values['no-flag'] && tampered.length > 0) {
+    if (!values['no-flag']) {
       try {
         for (const [name, rows] of groupBy(tampered, (r) => r.table_name)) {
           const [f] = await sql`
             select certyo.flag_tampered(${name}::regclass, ${pgArray(rows.map((r) => r.record_id ?? ''))}::text[],
                                         ${pgArray(rows.map((r) => r.version))}::bigint[]) as n`;
           flagged += Number(f?.n ?? 0);
+        }
+        for (const [name, rows] of groupBy(deleted, (r) => r.table_name)) {
+          const [f] = await sql`
+            select certyo.flag_deleted(${name}::regclass, ${pgArray(rows.map((r) => r.record_id ?? ''))}::text[],
+                                       ${pgArray(rows.map((r) => r.version))}::bigint[]) as n`;
+          flaggedDeleted += Number(f?.n ?? 0);
         }
       } catch (err) {
         flagError = (err as Error).message;
@@ -117,7 +137,9 @@ export async function verifyCommand(args: string[]): Promise<number> {
             seconds: Number(seconds.toFixed(3)),
             tables: Object.fromEntries(counts),
             tampered,
+            deleted,
             flagged,
+            flaggedDeleted,
             ...(flagError && { flagError }),
           },
           null,
@@ -129,7 +151,10 @@ export async function verifyCommand(args: string[]): Promise<number> {
       for (const [name, c] of counts) {
         const total = VERDICTS.reduce((m, v) => m + c[v], 0);
         console.log(
-          `${name}: ${total} rows: ${c.anchored} anchored, ${c.pending} pending, ${c.tampered} TAMPERED, ${c.never_anchored} never anchored`,
+          `${name}: ${total - c.deleted} rows: ${c.anchored} anchored, ${c.pending} pending, ${c.tampered} TAMPERED, ${c.never_anchored} never anchored` +
+            (c.deleted > 0
+              ? `; ${c.deleted} record${c.deleted === 1 ? '' : 's'} DELETED behind capture`
+              : ''),
         );
       }
       for (const r of tampered) {
@@ -140,18 +165,24 @@ export async function verifyCommand(args: string[]): Promise<number> {
         console.log(`  payload sha256 then     ${r.anchored_digest ?? '-'}`);
         console.log(`  payload sha256 now      ${r.current_digest ?? '-'}`);
       }
+      for (const r of deleted) {
+        console.log(`\nDELETED ${r.table_name} record ${r.record_id}: ${r.detail}`);
+        console.log(`  Certyo record hash      ${r.record_hash ?? '-'} (${r.anchor_status ?? 'no receipt'})`);
+        console.log(`  payload sha256 then     ${r.anchored_digest ?? '-'}`);
+      }
       const rate = checked / Math.max(seconds, 1e-6);
       console.log(
         `\nchecked ${checked} rows in ${seconds.toFixed(2)} s (${Math.round(rate)} rows/s)` +
-          (tampered.length === 0
+          (tampered.length + deleted.length === 0
             ? '; no tampering found'
             : values['no-flag']
-              ? `; ${tampered.length} tampered (not flagged: --no-flag)`
-              : `; ${tampered.length} tampered, ${flagged} flagged 'tampered' in certyo_anchor_status`),
+              ? `; ${tampered.length} tampered, ${deleted.length} deleted (not flagged: --no-flag)`
+              : `; ${tampered.length} tampered, ${flagged} flagged 'tampered' in certyo_anchor_status; ` +
+                `${deleted.length} deleted, ${flaggedDeleted} flagged on their receipts`),
       );
       if (flagError) console.error(`could not flag the tampered rows: ${flagError}`);
     }
-    return tampered.length > 0 ? 1 : 0;
+    return tampered.length + deleted.length > 0 ? 1 : 0;
   } finally {
     await sql.end();
   }

@@ -308,6 +308,16 @@ create index receipt_write_due on certyo.receipt (write_due_at) where write_due_
 insert into certyo.pgmigrations (name, run_on) values ('1763800000009_write-due', now());
 \endif
 
+-- migration 1763800000010_receipt-finding
+select not exists (select from certyo.pgmigrations where name = '1763800000010_receipt-finding') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- What the tamper sweep found about a delivered version whose row has no
+-- place to carry a flag: 'deleted' (the row is gone, no delete was captured).
+alter table certyo.receipt add column finding text, add column found_at timestamptz;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000010_receipt-finding', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -627,6 +637,52 @@ $$;
 comment on function certyo.capture() is
     'AFTER row trigger of tracked tables: writes the change to certyo.outbox in the same transaction.';
 
+-- sql/capture_key_change.sql
+-- certyo.capture_key_change(): AFTER UPDATE row trigger on tracked tables,
+-- fired only when the update changed a key column (its WHEN clause compares
+-- them), after certyo.capture() has written the update. A new key is a new
+-- identity: the old record is delivered as deleted (the old row's image,
+-- with a version of its own) and the update as the insert of the new record.
+-- Both are written in the writing transaction. The insert keeps the row's
+-- version, drawn before the delete's: Certyo may receive them in either
+-- order, and each record's own changes stay in version order (the old one's
+-- delete is its last change, the new one's insert its first). Arguments as
+-- certyo.capture().
+create or replace function certyo.capture_key_change()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+set timezone = 'UTC'
+set datestyle = 'ISO, YMD'
+set intervalstyle = 'postgres'
+set extra_float_digits = 1
+set bytea_output = 'hex'
+as $$
+declare
+    v_payload json := row_to_json(old);
+    v_key text;
+begin
+    if tg_nargs = 3 then
+        v_key := v_payload ->> tg_argv[2];
+    else
+        v_key := certyo.record_key(v_payload, tg_argv[2:]);
+    end if;
+    if v_key is null then
+        v_key := certyo.record_key_slow(tg_argv[0]::integer, v_payload);
+    end if;
+    insert into certyo.outbox (id, table_id, op, record_id, payload)
+    values (nextval('certyo.change_seq'), tg_argv[0]::integer, 'D', v_key, v_payload);
+    -- capture() wrote the update under the row's version (and only when updates are
+    -- captured: otherwise the new record's insert is not captured either).
+    update certyo.outbox o set op = 'I' where o.id = new.certyo_record_version and o.op = 'U';
+    return null;
+end
+$$;
+
+comment on function certyo.capture_key_change() is
+    'AFTER UPDATE trigger of tracked tables when a key column changes: the old record is deleted, the new one inserted.';
+
 -- sql/capture_rows.sql
 -- certyo.capture_rows(): AFTER INSERT / AFTER DELETE ... FOR EACH STATEMENT
 -- trigger on tracked (ordinary) tables, with transition tables (certyo_new,
@@ -765,7 +821,8 @@ begin
             and not t.tgisinternal
             and t.tgparentid = 0
             and t.tgname in ('certyo_before', 'certyo_capture_insert', 'certyo_capture_update',
-                             'certyo_capture_delete', 'certyo_wake', 'certyo_refuse_truncate')
+                             'certyo_capture_zkey', 'certyo_capture_delete', 'certyo_wake',
+                             'certyo_refuse_truncate')
     loop
         execute format('drop trigger %I on %s', v_trigger.tgname, v_trigger.rel);
     end loop;
@@ -1286,6 +1343,17 @@ begin
                        '      or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member'')))'
                        ' execute function certyo.capture(%s)',
                        v_rel.schema_name, v_rel.table_name, v_table_id, v_certyo_owner::regrole::name, v_args);
+    end if;
+    -- A key changed by UPDATE: the old record ends with a delete (see capture_key_change).
+    -- Named to fire after certyo_capture_update. Nothing to compare when deletes are
+    -- not captured.
+    if 'delete' = any (v_ops) then
+        execute format('create trigger certyo_capture_zkey after update on %I.%I for each row'
+                       ' when (%s) execute function certyo.capture_key_change(%s)',
+                       v_rel.schema_name, v_rel.table_name,
+                       (select string_agg(format('old.%1$I is distinct from new.%1$I', k), ' or ')
+                        from unnest(v_key_names) as k),
+                       v_args);
     end if;
     if v_rel.relkind = 'p' then
         if 'insert' = any (v_ops) then
@@ -2159,6 +2227,9 @@ comment on function certyo.record_history(regclass, text, boolean) is
 --   tampered        changed WITHOUT a captured change (capture bypassed:
 --                   session_replication_role = replica, triggers disabled,
 --                   restore, direct write); detail and digests give the evidence
+--   deleted         the row is gone, but its last delivered change is not a
+--                   delete and none is captured (deleted while capture was
+--                   bypassed); the evidence is the last delivered version
 --   never_anchored  no anchored version: never captured (existed before
 --                   tracking), or anchoring failed or did not match
 -- Returns the rows that are not 'anchored' (every row with all_rows, or when
@@ -2189,6 +2260,7 @@ declare
     v_key text;
     v_cols text;
     v_filter text := '';
+    v_gone text;
 begin
     if target is not null and not exists (select from certyo.tracked_table t where t.relid = target and t.active) then
         raise exception '% is not tracked', target
@@ -2255,6 +2327,30 @@ begin
             case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end,
             case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end)
         using only_record;
+        -- Records whose row is gone although their last delivered change is not a
+        -- delete, and no change of theirs waits in the outbox: deleted while capture
+        -- was bypassed. One pass over the table's receipts (last per record, by the
+        -- receipt_record index) anti-joined with the table by key.
+        select m.predicate into v_gone from certyo.key_match(v_t.table_id, 'r.record_id') as m;
+        continue when v_gone is null;
+        return query execute format(
+            $q$
+            select %1$L::text, r.record_id, r.id, 'deleted'::text, r.anchor_status, r.record_hash,
+                   encode(r.payload_digest, 'hex'), null::text,
+                   format('the row is gone, but the last change delivered is %%s version %%s, and no delete was captured',
+                          case r.op when 'I' then 'insert' when 'U' then 'update' else 'upsert' end, r.id)
+            from (select distinct on (c.record_id) c.record_id, c.id, c.op, c.anchor_status, c.record_hash, c.payload_digest
+                  from certyo.receipt c
+                  where c.table_id = %2$s %3$s
+                  order by c.record_id, c.id desc) as r
+            where r.op <> 'D'
+                and not exists (select from certyo.outbox o where o.table_id = %2$s and o.record_id = r.record_id)
+                and not exists (select from %4$s t where %5$s)
+            $q$,
+            format('%I.%I', v_t.schema_name, v_t.table_name), v_t.table_id,
+            case when only_record is not null then 'and c.record_id = $1' else '' end,
+            v_t.relid::regclass, v_gone)
+        using only_record;
     end loop;
 end
 $$;
@@ -2283,6 +2379,28 @@ $$;
 comment on function certyo.flag_tampered(regclass, text[], bigint[]) is
     'Mark rows found tampered by certyo.verify (status ''tampered'' until their next real change).';
 
+-- certyo.flag_deleted(target, record_ids, versions): mark the receipts of
+-- records the sweep found deleted behind capture (their last delivered
+-- version): finding 'deleted', found_at when first found. Returns how many.
+create or replace function certyo.flag_deleted(target regclass, record_ids text[], versions bigint[])
+returns integer
+language sql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    with flagged as (
+        update certyo.receipt r
+        set finding = 'deleted', found_at = coalesce(r.found_at, now())
+        from certyo.tracked_table t, unnest(record_ids, versions) as u(k, v)
+        where t.relid = target and t.active and r.table_id = t.table_id and r.id = u.v and r.record_id = u.k
+        returning 1
+    )
+    select count(*)::integer from flagged
+$$;
+
+comment on function certyo.flag_deleted(regclass, text[], bigint[]) is
+    'Mark the receipts of records certyo.verify found deleted while capture was bypassed.';
+
 -- sql/grants.sql
 -- Grants: applied last, every time. Nothing in certyo is executable or readable
 -- by PUBLIC except what every writer of a tracked table needs: schema USAGE and
@@ -2297,14 +2415,16 @@ grant usage on sequence certyo.change_seq to public;
 -- certyo_admin: table owners who turn tracking on and off.
 grant execute on function certyo.enable_tracking(regclass, name[], text, text[], name[], boolean) to certyo_admin;
 grant execute on function certyo.disable_tracking(regclass, boolean) to certyo_admin;
-grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.wake(), certyo.refuse_truncate() to certyo_admin;
+grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.capture_key_change(),
+    certyo.wake(), certyo.refuse_truncate() to certyo_admin;
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;
 grant execute on function certyo.backfill(regclass) to certyo_admin;
 grant select, insert, update on certyo.backfill to certyo_admin;
 
 grant execute on function certyo.retry_parked(regclass, text) to certyo_admin;
-grant execute on function certyo.flag_tampered(regclass, text[], bigint[]) to certyo_admin;
+grant execute on function certyo.flag_tampered(regclass, text[], bigint[]), certyo.flag_deleted(regclass, text[], bigint[])
+    to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
 grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),

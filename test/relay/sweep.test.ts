@@ -98,6 +98,7 @@ describe('tamper sweep', () => {
       anchored: 10000 - 50 - 30,
       pending: 30,
       tampered: 50,
+      deleted: 0,
       never_anchored: 1,
     });
     assert.deepEqual(
@@ -157,9 +158,87 @@ describe('tamper sweep', () => {
     const one = await cli(['verify', 'notes', '--record', '2', '--json', '--no-flag']);
     assert.equal(one.code, 1);
     assert.deepEqual(JSON.parse(one.stdout).tables, {
-      'public.notes': { anchored: 0, pending: 0, tampered: 1, never_anchored: 0 },
+      'public.notes': { anchored: 0, pending: 0, tampered: 1, deleted: 0, never_anchored: 0 },
     });
     const bad = await cli(['verify', 'no_such_table']);
     assert.equal(bad.code, 1);
+  });
+
+  test('50 edits and 20 deletes behind capture in 10,000 rows are exactly the 70 findings; key changes and deletes made normally are none', async () => {
+    await db.sql`create table stock (sku int primary key, qty int not null, place text)`;
+    await db.sql`select certyo.enable_tracking('stock')`;
+    await db.sql`insert into stock select g, g % 50, 'shelf ' || (g % 7) from generate_series(1, 10000) g`;
+    await deliverAll();
+    const edited = Array.from({ length: 50 }, (_, i) => 13 + i * 191);
+    const gone = Array.from({ length: 20 }, (_, i) => 29 + i * 487);
+    await db.sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      await tx`update stock set qty = qty + 1 where sku = any(${edited})`;
+      await tx`delete from stock where sku = any(${gone})`;
+    });
+    // Captured the normal way: a key changed by UPDATE (the old key ends with a delete,
+    // the new one starts with an insert), a delete, both delivered; and a delete still
+    // waiting in the outbox.
+    await db.sql`update stock set sku = 20001 where sku = 2`;
+    await db.sql`delete from stock where sku = 3`;
+    await deliverAll();
+    await db.sql`delete from stock where sku = 4`;
+    const history = await db.sql`select record_id, operation from certyo.history
+                                 where table_name = 'public.stock' and record_id in ('2', '20001')
+                                 order by record_id, version`;
+    assert.deepEqual(
+      history.map((h) => [h.record_id, h.operation]),
+      [
+        ['2', 'insert'],
+        ['2', 'delete'],
+        ['20001', 'insert'],
+      ],
+    );
+    const { code, stdout } = await cli(['verify', 'stock', '--json']);
+    assert.equal(code, 1);
+    const report = JSON.parse(stdout);
+    assert.deepEqual(report.tables['public.stock'], {
+      anchored: 10000 - 20 - 2 - 50,
+      pending: 0,
+      tampered: 50,
+      deleted: 20,
+      never_anchored: 0,
+    });
+    assert.deepEqual(
+      report.tampered
+        .map((r: { record_id: string }) => Number(r.record_id))
+        .sort((a: number, b: number) => a - b),
+      edited,
+    );
+    assert.deepEqual(
+      report.deleted
+        .map((r: { record_id: string }) => Number(r.record_id))
+        .sort((a: number, b: number) => a - b),
+      gone,
+    );
+    // The evidence: the version delivered last, its Certyo hash and the digest of its payload.
+    const receipts =
+      await db.sql`select record_id, id::text as version, record_hash, encode(payload_digest, 'hex') as digest, finding
+                                  from certyo.receipt r join certyo.tracked_table t using (table_id)
+                                  where t.relid = 'stock'::regclass and record_id = any(${gone.map(String)})`;
+    const byRecord = new Map(receipts.map((r) => [r.record_id, r]));
+    for (const d of report.deleted) {
+      const r = byRecord.get(d.record_id)!;
+      assert.equal(d.version, r.version);
+      assert.equal(d.record_hash, r.record_hash);
+      assert.equal(d.anchored_digest, r.digest);
+      assert.match(d.anchored_digest, /^[0-9a-f]{64}$/);
+      assert.equal(r.finding, 'deleted', 'flagged on the receipt');
+    }
+    assert.equal(report.flaggedDeleted, 20);
+    const text = await cli(['verify', 'stock', '--no-flag']);
+    assert.match(
+      text.stdout,
+      /public\.stock: 9978 rows: 9928 anchored, 0 pending, 50 TAMPERED, 0 never anchored; 20 records DELETED behind capture/,
+    );
+    assert.match(
+      text.stdout,
+      /DELETED public\.stock record 29: the row is gone, but the last change delivered is insert version \d+/,
+    );
   });
 });

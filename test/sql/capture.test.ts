@@ -247,16 +247,21 @@ describe('capture', () => {
     );
   });
 
-  test('a primary-key update is an update of the new key', async () => {
+  test('a primary-key update is the delete of the old record and the insert of the new one', async () => {
     await db.sql`insert into products values (8, 'rug', 10, null)`;
-    await db.sql`update products set id = 9 where id = 8`;
+    await db.sql`update products set id = 9, price = 11 where id = 8`;
+    // In version order: the insert keeps the row's version, drawn before the delete's.
     assert.deepEqual(
-      (await outbox()).map((r) => [r.op, r.record_id]),
+      (await outbox()).map((r) => [r.op, r.record_id, r.record]),
       [
-        ['I', '8'],
-        ['U', '9'],
+        ['I', '8', '{"id":8,"name":"rug","price":10.00,"note":null}'],
+        ['I', '9', '{"id":9,"name":"rug","price":11.00,"note":null}'],
+        ['D', '8', '{"id":8,"name":"rug","price":10.00,"note":null}'],
       ],
     );
+    const [row] = await db.sql`select certyo_record_version::text as v from products where id = 9`;
+    const [ins] = await db.sql`select id::text from certyo.outbox where record_id = '9'`;
+    assert.equal(row!.v, ins!.id, 'the row carries the insert of its new key');
   });
 
   test('INSERT ... ON CONFLICT captures only what happened', async () => {
