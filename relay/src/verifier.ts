@@ -167,11 +167,13 @@ export class Verifier {
     const results: Settlement[] = [];
     const byCollection = new Map<string, Due[]>();
     for (const r of due) {
-      if (r.anchor_status === 'anchored' || r.anchor_status === 'mismatch') {
-        // Decided earlier; the row was locked by a user transaction then: write it back again.
+      if (r.anchor_status === 'anchored') {
+        // Decided earlier (a receipt scheduled again by a release that re-checked rows a
+        // user transaction held): write it back again. Skipped write-backs are certyo.write_due's now.
         results.push({ id: r.id, status: r.anchor_status, checked: false, next_check_ms: null });
         continue;
       }
+      // A first mismatch comes back here, on the anchor_failed schedule, to be checked again.
       push(byCollection, r.collection, r);
     }
     const trees = new Map<string, Tree | null>();
@@ -393,8 +395,22 @@ export class Verifier {
     };
   }
 
+  /**
+   * Certyo's answer does not prove this version. A first mismatch is checked
+   * again on the anchor_failed schedule (CERTYO_VERIFY_RECHECK_MS), so one wrong
+   * answer does not brand the row for good; a second one is final.
+   */
   private mismatch(r: Due, detail: string): Settlement {
-    return { id: r.id, status: 'mismatch', checked: true, next_check_ms: null, detail };
+    const final = r.anchor_status === 'mismatch';
+    return {
+      id: r.id,
+      status: 'mismatch',
+      checked: true,
+      next_check_ms: final ? null : this.cfg.verifyRecheckMs,
+      detail: final
+        ? `${detail} (a second time: final)`
+        : `${detail} (checked again in ${Math.round(this.cfg.verifyRecheckMs / 1000)} s before it is final)`,
+    };
   }
 
   private async ask(method: 'GET' | 'POST', path: string, body?: string): Promise<Answer> {

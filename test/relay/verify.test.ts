@@ -198,6 +198,10 @@ describe('verification', () => {
       );
       assert.equal(r.relay.verifier!.metrics.mismatches, 10);
       assert.ok(logLines.some((l) => l.includes('"level":50') && l.includes('verification mismatch')));
+      // Not final yet: checked again on the anchor_failed schedule (an hour here).
+      const [due] = await db.sql`select count(*)::int as n from certyo.receipt
+                                 where anchor_status = 'mismatch' and next_check_at > now() + interval '50 minutes'`;
+      assert.equal(due!.n, 10);
       for (const x of running.splice(0)) await x.close();
       api.faults[fault] = false;
       await db.sql`delete from items`;
@@ -205,6 +209,42 @@ describe('verification', () => {
       await db.sql`delete from certyo.receipt`;
       logLines = [];
     }
+  });
+
+  test('a mismatch is checked again before it is final: a transient wrong answer heals, a second one stays', async () => {
+    api.faults.wrongRoot = true;
+    await db.sql`insert into items select g, 'x' from generate_series(1, 10) g`;
+    const statuses = async () =>
+      (
+        await db.sql`select certyo_anchor_status as s, count(*)::int as n from items group by 1 order by 1`
+      ).map((x) => [x.s, x.n]);
+    await startRelay({ CERTYO_VERIFY_RECHECK_MS: '1000' });
+    await until(async () => JSON.stringify(await statuses()) === '[["mismatch",10]]');
+    // Certyo answers right again: the re-check anchors them.
+    api.faults.wrongRoot = false;
+    await until(async () => JSON.stringify(await statuses()) === '[["anchored",10]]');
+    for (const x of running.splice(0)) await x.close();
+    await db.sql`delete from items`;
+    await db.sql`delete from certyo.outbox`;
+    await db.sql`delete from certyo.receipt`;
+    // Wrong twice: final.
+    api.faults.wrongRoot = true;
+    await db.sql`insert into items select g, 'x' from generate_series(1, 10) g`;
+    const r = await startRelay({ CERTYO_VERIFY_RECHECK_MS: '1000' });
+    await until(async () => {
+      const [x] = await db.sql`select count(*)::int as n from certyo.receipt
+                               where anchor_status = 'mismatch' and next_check_at is null`;
+      return x!.n === 10;
+    });
+    assert.equal(r.relay.verifier!.metrics.mismatches, 20);
+    const [rc] = await db.sql`select detail from certyo.receipt limit 1`;
+    assert.match(rc!.detail, /a second time: final/);
+    assert.deepEqual(await statuses(), [['mismatch', 10]]);
+    for (const x of running.splice(0)) await x.close();
+    api.faults.wrongRoot = false;
+    await db.sql`delete from items`;
+    await db.sql`delete from certyo.outbox`;
+    await db.sql`delete from certyo.receipt`;
   });
 
   test('without the batch endpoint, proofs come from /verify/payload and still walk', async () => {
