@@ -76,9 +76,13 @@ const hex = (v: unknown) =>
   typeof v === 'string' ? v.toLowerCase().replace(/^(0x|sha256:)/, '') : undefined;
 const str = (v: unknown) => (typeof v === 'string' ? v : null);
 const PAGE = 1000;
+/** After the listing answered 404/400/405 (or no items), verify record by record for this long before trying it again. */
+const NO_LISTING_MS = 10 * 60_000;
 
 export class Verifier {
   readonly metrics = new VerifierMetrics();
+  /** Until when GET /api/v1/records is taken as missing (Date.now() ms). */
+  private noListingUntil = 0;
 
   constructor(
     private readonly cfg: Config,
@@ -178,15 +182,33 @@ export class Verifier {
     }
     const trees = new Map<string, Tree | null>();
     for (const [collection, receipts] of byCollection) {
-      const items = await this.listWindow(collection, receipts);
-      for (const r of receipts) {
-        if (!(items instanceof Map)) {
-          results.push(this.unanswered(r, items));
-          continue;
+      // The listing is not documented ([local]): when it is missing, or answers without
+      // items, every record is asked about by its hash (POST /verify/payload, documented).
+      const listed =
+        Date.now() < this.noListingUntil ? undefined : await this.listWindow(collection, receipts);
+      if (listed !== undefined && !(listed instanceof Map) && listed.kind !== 'missing') {
+        for (const r of receipts) results.push(this.unanswered(r, listed)); // outage or 429: all wait
+        continue;
+      }
+      if (listed !== undefined && !(listed instanceof Map)) {
+        this.noListingUntil = Date.now() + NO_LISTING_MS;
+        this.log.warn(
+          { status: listed.status, forMs: NO_LISTING_MS },
+          'Certyo has no record listing; verifying record by record (POST /api/v1/verify/payload)',
+        );
+      }
+      for (const [i, r] of receipts.entries()) {
+        let item = listed instanceof Map ? listed.get(`${r.record_id}\u0000${r.id}`) : undefined;
+        // Not in the listing (a service that ignores from/to), or no listing: ask by the hash.
+        if (!item && r.record_hash) {
+          const answer = await this.byHash(r.record_hash);
+          if (answer.kind === 'retry' || answer.kind === 'fatal') {
+            // Rate-limited or down: this record and the rest of the round wait (Retry-After honoured).
+            for (const rest of receipts.slice(i)) results.push(this.unanswered(rest, answer));
+            break;
+          }
+          item = answer.kind === 'item' ? answer.item : undefined;
         }
-        let item = items.get(`${r.record_id}\u0000${r.id}`);
-        // Not in the listing (a service that ignores from/to): ask about this record by its hash.
-        if (!item && r.record_hash) item = await this.byHash(r.record_hash);
         results.push(await this.decide(r, item, trees));
       }
     }
@@ -216,7 +238,9 @@ export class Verifier {
       const answer = await this.ask('GET', `/api/v1/records?${query}`);
       if (answer.kind !== 'ok') return answer;
       const items = (answer.body as { items?: unknown }).items;
-      if (!Array.isArray(items)) break;
+      // A shape without the items: taken as no listing.
+      if (!Array.isArray(items))
+        return page === 0 ? { kind: 'missing', status: 200, detail: 'no items' } : found;
       for (const it of items as Item[]) {
         const key = `${String(it.recordId)}\u0000${String(it.recordVersion)}`;
         if (wanted.has(key)) found.set(key, it);
@@ -235,9 +259,9 @@ export class Verifier {
     );
   }
 
-  private async byHash(hash: string): Promise<Item | undefined> {
+  private async byHash(hash: string): Promise<Answer | { kind: 'item'; item: Item }> {
     const answer = await this.verifyPayload(hash);
-    if (answer.kind !== 'ok') return undefined;
+    if (answer.kind !== 'ok') return answer;
     const b = answer.body as Record<string, unknown>;
     const status =
       b.verificationStatus === 'pass'
@@ -245,7 +269,7 @@ export class Verifier {
         : b.reasonCategory === 'anchor_failed'
           ? 'Failed'
           : 'Pending';
-    return {
+    const item: Item = {
       recordHash: b.recordHash ?? hash,
       status,
       onChainConfirmed: b.anchoredOnChain === true,
@@ -257,6 +281,7 @@ export class Verifier {
       anchoredAt: b.anchoredAt,
       merkleProof: b.merkleProof,
     };
+    return { kind: 'item', item };
   }
 
   private async decide(r: Due, item: Item | undefined, trees: Map<string, Tree | null>): Promise<Settlement> {

@@ -247,6 +247,30 @@ describe('verification', () => {
     await db.sql`delete from certyo.receipt`;
   });
 
+  test('without the record listing, every record is verified by its hash and reaches anchored', async (t) => {
+    api.faults.noListing = true;
+    api.faults.noBatchApi = true;
+    await db.sql`insert into items select g, 'x' from generate_series(1, 60) g`;
+    const before = api.requests.length;
+    const r = await startRelay();
+    await until(async () => (await unsettled()) === 0);
+    const [x] = await db.sql`select count(*)::int as n from items where certyo_anchor_status = 'anchored'`;
+    assert.equal(x!.n, 60);
+    const asked = api.requests.slice(before);
+    const listings = asked.filter((q) => q.method === 'GET' && q.path === '/api/v1/records');
+    assert.equal(listings.length, 1, 'the missing listing is remembered');
+    const perRecord = asked.filter((q) => q.path === '/api/v1/verify/payload').length;
+    // Reported in the issue's note: verification requests per record without the listing.
+    t.diagnostic(
+      `verification without the listing: ${r.relay.verifier!.metrics.requests} requests for 60 records (${perRecord} /verify/payload)`,
+    );
+    assert.ok(perRecord >= 60);
+    for (const h of await db.sql`select * from certyo.history`)
+      assert.equal(walkProof(h.record_hash, h.merkle_proof), h.merkle_root);
+    api.faults.noListing = false;
+    api.faults.noBatchApi = false;
+  });
+
   test('without the batch endpoint, proofs come from /verify/payload and still walk', async () => {
     api.faults.noBatchApi = true;
     await db.sql`insert into items select g, 'x' from generate_series(1, 30) g`;

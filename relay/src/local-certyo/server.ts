@@ -36,6 +36,8 @@ export interface Faults {
   wrongHash: boolean;
   /** Answer GET /batches/{id} with 404, as a service without that [local] endpoint would. */
   noBatchApi: boolean;
+  /** Answer the [local] listing (GET /records with from/to/limit/offset) with 404. */
+  noListing: boolean;
   /**
    * Share of API requests handled (records ingested), then answered badly, as
    * a broken proxy or service might: see Garble.
@@ -68,6 +70,7 @@ export const NO_FAULTS: Faults = {
   wrongRoot: false,
   wrongHash: false,
   noBatchApi: false,
+  noListing: false,
   garbleRate: 0,
   garble: 'html',
   redirectTo: 'http://127.0.0.1:9/',
@@ -335,6 +338,8 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       return ingestBulk(tenant, await tenantBody(req, tenant, { key: 'records', map: prepare }), entry);
     if (m === 'GET' && p === '/api/v1/records') {
       sameTenant(tenant, q('tenantId'));
+      if (faults.noListing && (q('from') || q('to') || q('limit') || q('offset')))
+        throw new HttpError(404, 'Not Found', 'no record listing');
       const limit = Math.max(0, Math.min(Number(q('limit') ?? 100) || 0, 1000));
       const offset = Math.max(0, Number(q('offset') ?? 0) || 0);
       const [database, collection, recordId] = [q('database'), q('collection'), q('recordId')];
