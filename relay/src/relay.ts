@@ -10,6 +10,7 @@ import type { Config } from './config.js';
 import { isTransient } from './db.js';
 import { type Change, Delivery, type DeliveryHost, Metrics, type Settlement } from './delivery.js';
 import { OutboxVacuum } from './outbox-vacuum.js';
+import { type Group, Sleepers } from './sleepers.js';
 import { Verifier } from './verifier.js';
 import { writeDueLoop } from './write-due.js';
 
@@ -31,21 +32,14 @@ export class Relay implements DeliveryHost {
   lastError: string | undefined;
   private active = false;
   private workers: Promise<void>[] = [];
-  /** Delivery loops asleep: woken by a NOTIFY and by stop(). */
-  private wakers = new Set<() => void>();
-  /** Verification and skipped write-back loops asleep: woken by stop() only (a new change gives them nothing to do). */
-  private stopWakers = new Set<() => void>();
-  /** The backfill loop asleep: woken by a wake-up (a backfill scheduled) or by a claim. */
-  private scheduledWakers = new Set<() => void>();
-  private claimedWakers = new Set<() => void>();
   /**
    * The last claim came back full: there is a backlog, and every delivery
    * loop works on it. Otherwise loop 0 alone keeps up: more loops would split
    * the flow into smaller batches and spend more CPU per change (claims are
-   * serialised anyway); they sleep on helperWakers until a claim is full.
+   * serialised anyway); they sleep (group 'helpers') until a claim is full.
    */
   private backlog = false;
-  private helperWakers = new Set<() => void>();
+  private readonly sleepers = new Sleepers(() => this.active);
   /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
   private waiting = false;
   /** Wake-ups received: a registration that one overtook is not counted as standing. */
@@ -105,8 +99,8 @@ export class Relay implements DeliveryHost {
     const woken = () => {
       this.wakeups++;
       this.waiting = false;
-      this.wake();
-      this.wake(this.scheduledWakers);
+      this.sleepers.wake('delivery');
+      this.sleepers.wake('scheduled');
     };
     try {
       this.unlisten = (await this.sql.listen('certyo_wakeup', woken, woken)).unlisten;
@@ -125,7 +119,7 @@ export class Relay implements DeliveryHost {
         this.token,
         this.database,
         () => this.active,
-        (ms) => this.sleep(ms, this.stopWakers),
+        (ms) => this.sleep(ms, 'stop'),
       );
       // One verification loop more than there are delivery streams (each delivery loop has
       // its claim and its background acknowledgement), so checking keeps pace with delivering.
@@ -138,12 +132,12 @@ export class Relay implements DeliveryHost {
     }
     this.writingDue = writeDueLoop(this.sql, this.log, this.cfg.pollIntervalMs, {
       running: () => this.active,
-      sleep: (ms) => this.sleep(ms, this.stopWakers),
+      sleep: (ms) => this.sleep(ms, 'stop'),
     });
     if (this.cfg.backfill) {
       this.backfiller = new Backfiller(this.cfg, this.sql, this.log, {
         running: () => this.active,
-        sleep: (ms, until) => this.sleep(ms, until === 'claimed' ? this.claimedWakers : this.scheduledWakers),
+        sleep: (ms, until) => this.sleep(ms, until),
         backoff: (attempt) => this.backoff(attempt),
       });
       this.backfilling = this.backfiller.run();
@@ -166,14 +160,7 @@ export class Relay implements DeliveryHost {
   /** Stop claiming, let in-flight batches finish until the deadline, give back every lease. */
   async stop() {
     this.active = false;
-    this.wake();
-    for (const w of [
-      ...this.stopWakers,
-      ...this.helperWakers,
-      ...this.scheduledWakers,
-      ...this.claimedWakers,
-    ])
-      w();
+    this.sleepers.wakeAll();
     const deadline = new Promise<'deadline'>((r) =>
       setTimeout(() => r('deadline'), this.cfg.shutdownTimeoutMs).unref(),
     );
@@ -207,24 +194,9 @@ export class Relay implements DeliveryHost {
     this.vacuum?.acknowledged(n);
   }
 
-  private wake(wakers = this.wakers) {
-    for (const w of wakers) w();
-    wakers.clear();
-  }
-
-  /** Resolves after ms, or earlier (true) when woken; at once when stopping (a loop may miss stop()'s wake-up). */
-  sleep(ms: number, wakers = this.wakers) {
-    if (!this.active) return Promise.resolve(true);
-    return new Promise<boolean>((resolve) => {
-      const done = (woken: boolean) => {
-        clearTimeout(t);
-        wakers.delete(wake);
-        resolve(woken);
-      };
-      const wake = () => done(true);
-      const t = setTimeout(() => done(false), ms);
-      wakers.add(wake);
-    });
+  /** Resolves after ms, or earlier (true) when its group is woken; at once when stopping. */
+  sleep(ms: number, group: Group = 'delivery') {
+    return this.sleepers.sleep(ms, group);
   }
 
   /**
@@ -249,7 +221,7 @@ export class Relay implements DeliveryHost {
     let acking: Promise<void> = Promise.resolve();
     while (this.active) {
       if (worker > 0 && !this.backlog) {
-        await this.sleep(this.cfg.pollIntervalMs, this.helperWakers);
+        await this.sleep(this.cfg.pollIntervalMs, 'helpers');
         continue;
       }
       try {
@@ -262,7 +234,7 @@ export class Relay implements DeliveryHost {
         failures = 0;
         this.setBacklog(changes);
         // The backfill waits for claims to lease its last chunk before stamping the next.
-        if (changes.length > 0 && this.claimedWakers.size > 0) this.wake(this.claimedWakers);
+        if (changes.length > 0 && this.sleepers.asleep('claimed')) this.sleepers.wake('claimed');
         if (changes.length === 0) {
           if (!this.waiting) {
             await this.setWaiting(true);
@@ -324,7 +296,7 @@ export class Relay implements DeliveryHost {
     try {
       for (const a of accepted) await delivery.settle(a.changes, a.results);
       this.acknowledgements++;
-      this.wake();
+      this.sleepers.wake('delivery');
     } catch (err) {
       this.lastError = (err as Error).message;
       this.log.warn({ err }, 'acknowledgement failed; the changes are sent again once their lease expires');
@@ -340,8 +312,7 @@ export class Relay implements DeliveryHost {
       full = bytes >= 0.9 * this.cfg.maxBatchBytes;
     }
     if (full && !this.backlog) {
-      for (const w of this.helperWakers) w();
-      this.helperWakers.clear();
+      this.sleepers.wake('helpers');
     }
     this.backlog = full;
   }
