@@ -57,6 +57,17 @@ test('dist/bench/verify.js reports verification and sweep figures', async () => 
   assert.equal(r.sweep!.tamperedFound, 100, 'the sweep finds the 100 rows edited behind capture');
 });
 
+test('dist/bench/backfill.js reports the backfill against the drain, and live latency', async () => {
+  const { stdout } = await exec(process.execPath, [`${paths.root}dist/bench/backfill.js`, '--rows', '3000'], {
+    env: env(),
+  });
+  const r = JSON.parse(stdout.slice(stdout.indexOf('{'))) as Record<string, Record<string, number>>;
+  assert.equal(r.backfill!.rowsDone, 3000);
+  assert.ok(r.backfill!.rowsPerSecond! > 0 && r.drain!.changesPerSecond! > 0);
+  assert.ok(r.backfill!.ratioToDrainRate! > 0 && r.backfill!.machineCpuSecondsPer1000! > 0);
+  assert.equal(r.liveDuringBackfill!.rate, 100);
+});
+
 test("dist/bench/baselines.js shows what the guide's listener and poller lose and certyo does not", async () => {
   const { stdout } = await exec(
     process.execPath,
