@@ -2331,14 +2331,16 @@ begin
         -- delete, and no change of theirs waits in the outbox: deleted while capture
         -- was bypassed. One pass over the table's receipts (last per record, by the
         -- receipt_record index) anti-joined with the table by key.
+        -- (Not when deletes are not captured: then every delete looks like that.)
+        continue when not ('delete' = any (v_t.operations));
         select m.predicate into v_gone from certyo.key_match(v_t.table_id, 'r.record_id') as m;
         continue when v_gone is null;
         return query execute format(
             $q$
             select %1$L::text, r.record_id, r.id, 'deleted'::text, r.anchor_status, r.record_hash,
                    encode(r.payload_digest, 'hex'), null::text,
-                   format('the row is gone, but the last change delivered is %%s version %%s, and no delete was captured',
-                          case r.op when 'I' then 'insert' when 'U' then 'update' else 'upsert' end, r.id)
+                   format('the row is gone, but the last change delivered is %%s version %%s, and no delete was captured%%s',
+                          case r.op when 'I' then 'insert' when 'U' then 'update' else 'upsert' end, r.id, %6$L)
             from (select distinct on (c.record_id) c.record_id, c.id, c.op, c.anchor_status, c.record_hash, c.payload_digest
                   from certyo.receipt c
                   where c.table_id = %2$s %3$s
@@ -2349,7 +2351,11 @@ begin
             $q$,
             format('%I.%I', v_t.schema_name, v_t.table_name), v_t.table_id,
             case when only_record is not null then 'and c.record_id = $1' else '' end,
-            v_t.relid::regclass, v_gone)
+            v_t.relid::regclass, v_gone,
+            -- Tracked by an earlier release: a key changed by UPDATE was not captured as a delete.
+            case when exists (select from pg_trigger g where g.tgrelid = v_t.relid and g.tgname = 'certyo_capture_zkey') then ''
+                 else ' (or its key was changed by an UPDATE: this table''s triggers predate key-change capture;'
+                      ' run certyo.enable_tracking on it again)' end)
         using only_record;
     end loop;
 end
