@@ -1,6 +1,9 @@
 // The relay: claim changes (leased, in per-record order), POST them to
 // Certyo outside any transaction, acknowledge (fenced by the lease) or park
 // what Certyo rejected. Woken by NOTIFY while idle, polling as a fallback.
+// Beside the delivery loops (delivery.ts) it runs verification (verifier.ts),
+// backfills (backfiller.ts), skipped write-backs (write-due.ts) and its
+// vacuum of the outbox (outbox-vacuum.ts).
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
