@@ -5,9 +5,11 @@
 -- them from the outbox to certyo.receipt and marks each row 'submitted' if it
 -- is still at that version. Returns the number acknowledged.
 drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[]);
+-- layout_ids added (each change's payload layout, certyo.layout_of); NULL: unknown.
+drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]);
 create or replace function certyo.ack(
     relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[],
-    payload_digests text[]
+    payload_digests text[], layout_ids integer[] default null
 )
 returns integer
 language plpgsql
@@ -35,13 +37,16 @@ begin
         begin
             with done as (
                 delete from certyo.outbox o
-                using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests) as r(id, h, a, s, g)
+                using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests,
+                             coalesce(layout_ids, '{}')) as r(id, h, a, s, g, l)
                 where o.id = r.id and o.lease_token = relay_token
-                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g
+                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g, r.l
             ),
             kept as (
-                insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id, payload_digest)
-                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex') from done d
+                insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at,
+                                            snapshot_id, payload_digest, layout_id)
+                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l
+                from done d
                 where d.id <> all (v_receipted)
             )
             select count(*),
@@ -100,5 +105,5 @@ begin
 end
 $$;
 
-comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]) is
+comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]) is
     'Relay: acknowledge delivered changes (fenced by the lease), keep receipts, mark rows submitted.';

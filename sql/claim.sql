@@ -11,12 +11,22 @@
 -- claim takes the oldest deliverable changes, so that range is about the
 -- changes in flight (plus those held behind them).
 drop function if exists certyo.claim(uuid, integer, interval);
+-- Its result gained table_id (the relay registers payload layouts per table).
+do $$
+begin
+    if exists (select from pg_proc p where p.oid = to_regprocedure('certyo.claim(uuid, integer, interval, bigint)')
+               and not 'table_id' = any (p.proargnames)) then
+        drop function certyo.claim(uuid, integer, interval, bigint);
+    end if;
+end
+$$;
 -- Its suffix cut is inline below now.
 drop function if exists certyo.strip_status(json, text, text, timestamptz, bigint);
 create or replace function certyo.claim(
     relay_token uuid, max_changes integer default 1000, lease interval default '60 seconds', max_bytes bigint default 4194304
 )
-returns table (id bigint, idempotency_key uuid, op "char", record_id text, collection text, changed_at timestamptz, record text)
+returns table (id bigint, idempotency_key uuid, op "char", record_id text, collection text, changed_at timestamptz, record text,
+               table_id integer)
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -91,7 +101,8 @@ begin
                      and octet_length(x.image) > octet_length(x.suffix)
                      and substring(x.image from octet_length(x.image) - octet_length(x.suffix) + 1) = x.suffix
                 then convert_from(substring(x.image for octet_length(x.image) - octet_length(x.suffix)), v_encoding) || '}'
-                else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end
+                else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end,
+           l.table_id
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id
     cross join lateral (

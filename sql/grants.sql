@@ -23,10 +23,10 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]), cert
     to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb),
-    certyo.backfill_step(integer, boolean), certyo.write_due(integer)
+    certyo.backfill_step(integer, boolean), certyo.write_due(integer), certyo.layout_of(integer, text[])
     to certyo_relay;
 
 -- Everyone who watches: the views.
@@ -37,6 +37,7 @@ grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.sta
 -- their payloads).
 grant execute on function certyo.verify(regclass, text, boolean), certyo.record_history(regclass, text, boolean),
     certyo.proof_json(bytea) to certyo_reader, certyo_admin, certyo_relay;
-grant select on certyo.history, certyo.receipt, certyo.anchor to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.history, certyo.receipt, certyo.anchor, certyo.layout to certyo_reader, certyo_admin, certyo_relay;
+grant execute on function certyo.renders_alike(text, text) to certyo_reader, certyo_admin, certyo_relay;
 grant select (id, table_id, op, record_id, changed_at, parked_at, last_error) on certyo.outbox
     to certyo_reader, certyo_admin;

@@ -19,6 +19,7 @@
 \ir backfill_step.sql
 \ir enable_tracking.sql
 \ir disable_tracking.sql
+\ir layout.sql
 \ir write_status.sql
 \ir write_due.sql
 \ir claim.sql

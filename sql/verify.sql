@@ -41,6 +41,17 @@ declare
     v_cols text;
     v_filter text := '';
     v_gone text;
+    -- The current payload layout, and what the table's older layouts need.
+    v_names text[];
+    v_attnums smallint[];
+    v_types text[];
+    v_l record;
+    v_m record;
+    v_whens text;
+    v_details text;
+    v_dropped integer[];
+    v_differs integer[];
+    v_added integer[];
 begin
     if target is not null and not exists (select from certyo.tracked_table t where t.relid = target and t.active) then
         raise exception '% is not tracked', target
@@ -58,12 +69,63 @@ begin
         from unnest(v_t.key_columns) with ordinality as k(col, n);
         -- The payload as the claim builds it: every column but certyo's and the excluded
         -- ones, in table order, rendered by row_to_json (byte for byte what was sent).
-        select string_agg(format('t.%I', a.attname), ', ' order by a.attnum)
-        into v_cols
+        select string_agg(format('t.%I', a.attname), ', ' order by a.attnum),
+               array_agg(a.attname::text order by a.attnum), array_agg(a.attnum order by a.attnum),
+               array_agg(format_type(a.atttypid, a.atttypmod) order by a.attnum)
+        into v_cols, v_names, v_attnums, v_types
         from pg_attribute a
         where a.attrelid = v_t.relid and a.attnum > 0 and not a.attisdropped
             and a.attname not in ('certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at', 'certyo_record_version')
             and a.attname <> all (v_t.exclude_columns);
+        -- Versions delivered in another layout (before an ADD, DROP, RENAME or ALTER TYPE)
+        -- are compared in theirs: its columns, found by number under their names now,
+        -- sent under the names they had. A column dropped since cannot be rendered: such
+        -- versions are 'unverifiable'; a column added since is not covered by the anchor
+        -- ('partially_anchored'); a type change that changes the rendering makes the row
+        -- 'unverifiable' rather than 'tampered', with the change in the detail.
+        v_whens := '';
+        v_details := '';
+        v_dropped := '{}';
+        v_differs := '{}';
+        v_added := '{}';
+        for v_l in
+            select l.layout_id, l.names, l.attnums, l.types from certyo.layout l
+            where l.table_id = v_t.table_id
+                and not (l.names = v_names and l.attnums = v_attnums and l.types = v_types)
+        loop
+            select string_agg(format('t.%I as %I', a.attname, n.name), ', ' order by n.i) filter (where a.attnum is not null) as cols,
+                   string_agg(quote_ident(n.name), ', ') filter (where a.attnum is null) as dropped,
+                   string_agg(format('%I changed type from %s to %s', a.attname, n.typ, format_type(a.atttypid, a.atttypmod)), ', ')
+                       filter (where a.attnum is not null and not certyo.renders_alike(n.typ, format_type(a.atttypid, a.atttypmod)))
+                       as retyped,
+                   (select string_agg(quote_ident(c.name), ', ')
+                    from unnest(v_names, v_attnums) as c(name, attnum)
+                    where c.attnum <> all (v_l.attnums)) as added
+            into v_m
+            from unnest(v_l.names, v_l.attnums, v_l.types) with ordinality as n(name, attnum, typ, i)
+            left join pg_attribute a on a.attrelid = v_t.relid and a.attnum = n.attnum and not a.attisdropped;
+            if v_m.dropped is not null then
+                v_dropped := v_dropped || v_l.layout_id;
+                v_details := v_details || format(' when %s then %L', v_l.layout_id,
+                    format('column(s) %s dropped since this version was anchored: it cannot be compared with its anchor;'
+                           ' re-anchor the table (certyo.backfill) once you trust it', v_m.dropped));
+                continue;
+            end if;
+            v_whens := v_whens || format(' when %s then sha256(convert_to((select row_to_json(x.*) from (select %s) as x)::text, ''UTF8''))',
+                                         v_l.layout_id, v_m.cols);
+            if v_m.retyped is not null then
+                v_differs := v_differs || v_l.layout_id;
+            end if;
+            if v_m.added is not null then
+                v_added := v_added || v_l.layout_id;
+            end if;
+            v_details := v_details || format(' when %s then %L', v_l.layout_id, concat_ws('; ',
+                case when v_m.added is not null
+                     then format('column(s) %s added since this version was anchored are not covered by the anchor', v_m.added) end,
+                case when v_m.retyped is not null
+                     then format('%s since this version was anchored: where that changes how values render, the row cannot'
+                                 ' be compared with its anchor (check it, then re-anchor the table with certyo.backfill)', v_m.retyped) end));
+        end loop;
         if only_record is not null then
             select ' where ' || m.predicate into v_filter from certyo.key_match(v_t.table_id, '$1') as m;
             continue when v_filter is null;
@@ -74,19 +136,21 @@ begin
                    coalesce(r.anchor_status, case when o.id is not null then 'pending' end),
                    r.record_hash,
                    case when v.verdict <> 'anchored' then encode(r.payload_digest, 'hex') end,
-                   case when v.verdict <> 'anchored' then encode(c.d, 'hex') end,
-                   case when c.v is null then 'never captured: existed before tracking (not backfilled), or written while capture was bypassed'
+                   case when v.verdict <> 'anchored' then encode(coalesce(c.dl, c.d), 'hex') end,
+                   case when v.verdict in ('unverifiable', 'partially_anchored') then %9$s
+                        when c.v is null then 'never captured: existed before tracking (not backfilled), or written while capture was bypassed'
                         when o.id is not null then case when o.parked_at is not null then 'captured, parked: ' || o.last_error
                                                         else 'captured, waiting for delivery' end
                         when r.id is null then 'this version was never captured (capture triggers bypassed or disabled)'
                         when r.payload_digest is null then 'delivered before payload digests were kept: content not compared'
-                        when r.payload_digest <> c.d then 'row differs from the version delivered to Certyo, and no change was captured'
+                        when r.payload_digest <> coalesce(c.dl, c.d) then 'row differs from the version delivered to Certyo, and no change was captured'
                         when r.anchor_status = 'submitted' then 'delivered, waiting for anchoring'
                         when r.anchor_status <> 'anchored' then coalesce(r.anchor_status || ': ' || r.detail, r.anchor_status)
                    end
             from (select t.certyo_record_version as v, %2$s as k,
-                         sha256(convert_to((select row_to_json(x.*) from (select %3$s) as x)::text, 'UTF8')) as d
-                  from %4$s t%5$s) as c
+                         sha256(convert_to((select row_to_json(x.*) from (select %3$s) as x)::text, 'UTF8')) as d,
+                         %10$s as dl, %11$s as lid
+                  from %4$s t%12$s%5$s) as c
             left join certyo.receipt r on r.id = c.v and r.table_id = %6$s
             left join certyo.outbox o on o.id = c.v
             cross join lateral (
@@ -95,8 +159,11 @@ begin
                             when r.id is null then %7$L
                             when r.payload_digest is null then
                                 case r.anchor_status when 'anchored' then 'anchored' when 'submitted' then 'pending' else 'never_anchored' end
-                            when r.payload_digest <> c.d then 'tampered'
-                            when r.anchor_status = 'anchored' then 'anchored'
+                            when c.lid = any (%13$L::integer[]) then 'unverifiable'
+                            when r.payload_digest <> coalesce(c.dl, c.d) then
+                                case when c.lid = any (%14$L::integer[]) then 'unverifiable' else 'tampered' end
+                            when r.anchor_status = 'anchored' then
+                                case when c.lid = any (%15$L::integer[]) then 'partially_anchored' else 'anchored' end
                             when r.anchor_status = 'submitted' then 'pending'
                             else 'never_anchored' end as verdict
             ) as v
@@ -105,7 +172,14 @@ begin
             format('%I.%I', v_t.schema_name, v_t.table_name), v_key, v_cols, v_t.relid::regclass, v_filter,
             v_t.table_id,
             case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end,
-            case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end)
+            case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end,
+            case when v_details = '' then 'null::text' else 'case c.lid' || v_details || ' end' end,
+            case when v_whens = '' then 'null::bytea' else 'case l.lid' || v_whens || ' end' end,
+            case when v_details = '' and v_whens = '' then 'null::integer' else 'l.lid' end,
+            case when v_details = '' and v_whens = '' then ''
+                 else ' left join lateral (select r0.layout_id as lid from certyo.receipt r0'
+                      ' where r0.id = t.certyo_record_version) as l on true' end,
+            v_dropped, v_differs, v_added)
         using only_record;
         -- Records whose row is gone although their last delivered change is not a
         -- delete, and no change of theirs waits in the outbox: deleted while capture

@@ -17,6 +17,7 @@ export interface Change {
   collection: string;
   changed_at: Date;
   record: string;
+  table_id: number;
 }
 
 /** A batch Certyo accepted, waiting to be acknowledged. */
@@ -35,6 +36,38 @@ export class Metrics {
 
 const OPERATION = { I: 'insert', U: 'update', D: 'delete', B: 'upsert' } as const;
 
+/**
+ * The top-level member names of a row image as row_to_json writes it
+ * (compact: no whitespace), each as its JSON string token, in order. A linear
+ * scan that skips strings and nested values: about a microsecond a row.
+ */
+export function payloadColumns(json: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 34) {
+      // a string: find its closing quote (a backslash escapes the next character)
+      const start = i;
+      for (i++; i < json.length; i++) {
+        const d = json.charCodeAt(i);
+        if (d === 92) i++;
+        else if (d === 34) break;
+      }
+      if (depth === 1 && expectKey) {
+        keys.push(json.slice(start, i + 1));
+        expectKey = false;
+      }
+    } else if (c === 123 || c === 91) {
+      depth++;
+      if (depth === 1) expectKey = c === 123;
+    } else if (c === 125 || c === 93) depth--;
+    else if (c === 44 && depth === 1) expectKey = true;
+  }
+  return keys;
+}
+
 /** What delivery needs from the relay that runs it. */
 export interface DeliveryHost {
   readonly metrics: Metrics;
@@ -49,6 +82,9 @@ export interface DeliveryHost {
 }
 
 export class Delivery {
+  /** Layout ids by table and column list (certyo.layout_of): a handful per table. */
+  private readonly layouts = new Map<string, number | null>();
+
   constructor(
     private readonly cfg: Config,
     private readonly sql: Sql,
@@ -124,6 +160,7 @@ export class Delivery {
     const acceptedAt: (string | null)[] = [];
     const snapshots: (string | null)[] = [];
     const digests: string[] = [];
+    const layouts: (number | null)[] = [];
     const rejected: Change[] = [];
     const reasons: string[] = [];
     changes.forEach((c, i) => {
@@ -139,12 +176,13 @@ export class Delivery {
       snapshots.push(r?.snapshotId ?? null);
       digests.push(hash('sha256', c.record, 'hex'));
     });
+    for (const c of acked) layouts.push(await this.layoutOf(c));
     if (acked.length > 0) {
       const [row] = await this.retryDb(
         () => this.sql<{ n: number }[]>`
           select certyo.ack(${this.token}, ${pgArray(acked.map((c) => c.id))}::bigint[], ${pgArray(hashes)}::text[],
                             ${pgArray(acceptedAt)}::timestamptz[], ${pgArray(snapshots)}::text[],
-                            ${pgArray(digests)}::text[]) as n`,
+                            ${pgArray(digests)}::text[], ${pgArray(layouts)}::integer[]) as n`,
       );
       const acknowledged = row?.n ?? 0;
       this.host.metrics.delivered += acknowledged;
@@ -158,6 +196,29 @@ export class Delivery {
       }
     }
     if (rejected.length > 0) await this.park(rejected, reasons);
+  }
+
+  /**
+   * The layout of a change's payload: its columns in order, as sent. Registered
+   * once per table and column list; unknown (NULL) if registering fails.
+   */
+  private async layoutOf(c: Change): Promise<number | null> {
+    const columns = payloadColumns(c.record);
+    const key = `${c.table_id}\u0000${columns.join(',')}`;
+    const known = this.layouts.get(key);
+    if (known !== undefined) return known;
+    try {
+      const names = columns.map((k) => JSON.parse(k) as string);
+      const [row] = await this.sql<{ id: number | null }[]>`
+        select certyo.layout_of(${c.table_id}, ${pgArray(names)}::text[]) as id`;
+      const id = row?.id ?? null;
+      if (this.layouts.size > 10_000) this.layouts.clear();
+      this.layouts.set(key, id);
+      return id;
+    } catch (err) {
+      this.log.warn({ err, table: c.collection }, 'could not register a payload layout');
+      return null;
+    }
   }
 
   /** Parks changes with their reasons: visible in certyo.parked, retryable after a fix. */

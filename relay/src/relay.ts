@@ -231,7 +231,7 @@ export class Relay implements DeliveryHost {
         const t0 = performance.now();
         const acknowledged = this.acknowledgements;
         const changes = await this.sql<Change[]>`
-          select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record
+          select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record, table_id
           from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
                             ${this.cfg.maxBatchBytes})`;
         failures = 0;

@@ -9,7 +9,15 @@ import { parseArgs } from 'node:util';
 import { connect, pgArray } from './db.js';
 import { groupBy } from './maps.js';
 
-const VERDICTS = ['anchored', 'pending', 'tampered', 'deleted', 'never_anchored'] as const;
+const VERDICTS = [
+  'anchored',
+  'partially_anchored',
+  'pending',
+  'tampered',
+  'deleted',
+  'unverifiable',
+  'never_anchored',
+] as const;
 type Verdict = (typeof VERDICTS)[number];
 
 interface Row {
@@ -32,6 +40,9 @@ delivered to and anchored by Certyo:
   pending         changed, change captured: waiting for delivery or anchoring
   tampered        changed WITHOUT a captured change (capture was bypassed)
   deleted         the row is gone WITHOUT a captured delete (capture was bypassed)
+  partially_anchored  anchored, but columns added since are not covered by the anchor
+  unverifiable    a migration since (a dropped column, a type that renders otherwise)
+                  keeps it from being compared with its anchor: re-anchor the table
   never_anchored  never captured (existed before tracking) or anchoring failed
 Findings are listed with the evidence; tampered rows are marked 'tampered' in
 certyo_anchor_status, deleted records on their receipt (certyo.receipt.finding;
@@ -63,6 +74,8 @@ export async function verifyCommand(args: string[]): Promise<number> {
     const counts = new Map<string, Record<Verdict, number>>();
     const tampered: Row[] = [];
     const deleted: Row[] = [];
+    /** What migrations did to the verdicts: per table and detail, how many rows. */
+    const ddl = new Map<string, number>();
     // One snapshot: each table's row count, and the rows needing attention
     // (certyo.verify returns only those); the rest are anchored and unchanged.
     await sql.begin('isolation level repeatable read read only', async (tx) => {
@@ -78,6 +91,8 @@ export async function verifyCommand(args: string[]): Promise<number> {
           pending: 0,
           tampered: 0,
           deleted: 0,
+          partially_anchored: 0,
+          unverifiable: 0,
           never_anchored: 0,
         });
       }
@@ -97,6 +112,10 @@ export async function verifyCommand(args: string[]): Promise<number> {
           }
           if (r.verdict === 'tampered') tampered.push(r);
           if (r.verdict === 'deleted') deleted.push(r);
+          if (r.verdict === 'unverifiable' || r.verdict === 'partially_anchored') {
+            const k = `${r.table_name}: ${r.verdict}: ${r.detail}`;
+            ddl.set(k, (ddl.get(k) ?? 0) + 1);
+          }
         }
       }
     });
@@ -138,6 +157,7 @@ export async function verifyCommand(args: string[]): Promise<number> {
             tables: Object.fromEntries(counts),
             tampered,
             deleted,
+            migrations: Object.fromEntries(ddl),
             flagged,
             flaggedDeleted,
             ...(flagError && { flagError }),
@@ -152,6 +172,8 @@ export async function verifyCommand(args: string[]): Promise<number> {
         const total = VERDICTS.reduce((m, v) => m + c[v], 0);
         console.log(
           `${name}: ${total - c.deleted} rows: ${c.anchored} anchored, ${c.pending} pending, ${c.tampered} TAMPERED, ${c.never_anchored} never anchored` +
+            (c.partially_anchored > 0 ? `, ${c.partially_anchored} partially anchored` : '') +
+            (c.unverifiable > 0 ? `, ${c.unverifiable} unverifiable` : '') +
             (c.deleted > 0
               ? `; ${c.deleted} record${c.deleted === 1 ? '' : 's'} DELETED behind capture`
               : ''),
@@ -165,6 +187,7 @@ export async function verifyCommand(args: string[]): Promise<number> {
         console.log(`  payload sha256 then     ${r.anchored_digest ?? '-'}`);
         console.log(`  payload sha256 now      ${r.current_digest ?? '-'}`);
       }
+      for (const [what, n] of ddl) console.log(`\n${n} rows of ${what}`);
       for (const r of deleted) {
         console.log(`\nDELETED ${r.table_name} record ${r.record_id}: ${r.detail}`);
         console.log(`  Certyo record hash      ${r.record_hash ?? '-'} (${r.anchor_status ?? 'no receipt'})`);

@@ -318,6 +318,29 @@ alter table certyo.receipt add column finding text, add column found_at timestam
 insert into certyo.pgmigrations (name, run_on) values ('1763800000010_receipt-finding', now());
 \endif
 
+-- migration 1763800000011_layouts
+select not exists (select from certyo.pgmigrations where name = '1763800000011_layouts') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- The column layout each delivered version was rendered with: its payload's
+-- columns in order (names as sent, and the column number and type each had
+-- when the layout was first seen). The tamper sweep renders a row in its
+-- anchored version's layout, so ADD, RENAME and type changes that keep the
+-- rendering do not make unchanged rows look changed.
+create table certyo.layout (
+    layout_id integer generated always as identity primary key,
+    table_id integer not null,
+    names text[] not null,
+    -- NULL where a name did not resolve (renamed again before it was first seen).
+    attnums smallint[] not null,
+    types text[] not null,
+    first_seen timestamptz not null default pg_catalog.now(),
+    constraint layout_columns unique (table_id, names, attnums, types)
+);
+alter table certyo.receipt add column layout_id integer;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000011_layouts', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -1413,6 +1436,65 @@ $$;
 comment on function certyo.disable_tracking(regclass, boolean) is
     'Stop capturing a table''s changes; pending changes are still delivered. Idempotent.';
 
+-- sql/layout.sql
+-- certyo.layout_of(table_id, names): the layout id of payloads with these
+-- columns, in this order, as the table is now (registered the first time it
+-- is seen). The relay asks once per table and column list, and hands the id
+-- to certyo.ack with each change.
+create or replace function certyo.layout_of(table_id integer, names text[])
+returns integer
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_attnums smallint[];
+    v_types text[];
+    v_id integer;
+begin
+    select array_agg(a.attnum order by n.i), array_agg(coalesce(format_type(a.atttypid, a.atttypmod), '') order by n.i)
+    into v_attnums, v_types
+    from unnest(names) with ordinality as n(name, i)
+    join certyo.tracked_table t on t.table_id = layout_of.table_id
+    left join pg_attribute a on a.attrelid = t.relid and a.attname = n.name and a.attnum > 0 and not a.attisdropped;
+    if v_attnums is null then
+        return null; -- no such table
+    end if;
+    insert into certyo.layout as l (table_id, names, attnums, types)
+    values (layout_of.table_id, names, v_attnums, v_types)
+    on conflict on constraint layout_columns do nothing
+    returning l.layout_id into v_id;
+    if v_id is null then
+        select l.layout_id into v_id from certyo.layout l
+        where l.table_id = layout_of.table_id and l.names = layout_of.names
+            and l.attnums = v_attnums and l.types = v_types;
+    end if;
+    return v_id;
+end
+$$;
+
+comment on function certyo.layout_of(integer, text[]) is
+    'Relay: the id of a payload column layout of a tracked table (registered when first seen).';
+
+-- certyo.renders_alike(type_before, type_now): whether a column whose type
+-- changed from one to the other still renders every value the same in a
+-- payload (format_type names). Integers among themselves, varchar and text,
+-- numeric of the same scale: yes. Anything else: not known, so no.
+create or replace function certyo.renders_alike(type_before text, type_now text)
+returns boolean
+language sql
+immutable
+parallel safe
+set search_path = pg_catalog, pg_temp
+as $$
+    select type_before = type_now
+        or (type_before in ('smallint', 'integer', 'bigint') and type_now in ('smallint', 'integer', 'bigint'))
+        or ((type_before = 'text' or type_before like 'character varying%')
+            and (type_now = 'text' or type_now like 'character varying%'))
+        or (type_before ~ '^numeric\(\d+,\d+\)$' and type_now ~ '^numeric\(\d+,\d+\)$'
+            and substring(type_before from ',(\d+)\)$') = substring(type_now from ',(\d+)\)$'))
+$$;
+
 -- sql/write_status.sql
 -- certyo.write_status(table_id, record_ids, versions, statuses, hashes, verified_ats):
 -- write status columns back into a tracked table, only on rows still at the
@@ -1609,12 +1691,22 @@ comment on function certyo.write_due(integer) is
 -- claim takes the oldest deliverable changes, so that range is about the
 -- changes in flight (plus those held behind them).
 drop function if exists certyo.claim(uuid, integer, interval);
+-- Its result gained table_id (the relay registers payload layouts per table).
+do $$
+begin
+    if exists (select from pg_proc p where p.oid = to_regprocedure('certyo.claim(uuid, integer, interval, bigint)')
+               and not 'table_id' = any (p.proargnames)) then
+        drop function certyo.claim(uuid, integer, interval, bigint);
+    end if;
+end
+$$;
 -- Its suffix cut is inline below now.
 drop function if exists certyo.strip_status(json, text, text, timestamptz, bigint);
 create or replace function certyo.claim(
     relay_token uuid, max_changes integer default 1000, lease interval default '60 seconds', max_bytes bigint default 4194304
 )
-returns table (id bigint, idempotency_key uuid, op "char", record_id text, collection text, changed_at timestamptz, record text)
+returns table (id bigint, idempotency_key uuid, op "char", record_id text, collection text, changed_at timestamptz, record text,
+               table_id integer)
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
@@ -1689,7 +1781,8 @@ begin
                      and octet_length(x.image) > octet_length(x.suffix)
                      and substring(x.image from octet_length(x.image) - octet_length(x.suffix) + 1) = x.suffix
                 then convert_from(substring(x.image for octet_length(x.image) - octet_length(x.suffix)), v_encoding) || '}'
-                else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end
+                else certyo.record_payload(l.payload, t.exclude_columns::text[])::text end,
+           l.table_id
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id
     cross join lateral (
@@ -1713,9 +1806,11 @@ comment on function certyo.claim(uuid, integer, interval, bigint) is
 -- them from the outbox to certyo.receipt and marks each row 'submitted' if it
 -- is still at that version. Returns the number acknowledged.
 drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[]);
+-- layout_ids added (each change's payload layout, certyo.layout_of); NULL: unknown.
+drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]);
 create or replace function certyo.ack(
     relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[],
-    payload_digests text[]
+    payload_digests text[], layout_ids integer[] default null
 )
 returns integer
 language plpgsql
@@ -1743,13 +1838,16 @@ begin
         begin
             with done as (
                 delete from certyo.outbox o
-                using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests) as r(id, h, a, s, g)
+                using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests,
+                             coalesce(layout_ids, '{}')) as r(id, h, a, s, g, l)
                 where o.id = r.id and o.lease_token = relay_token
-                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g
+                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g, r.l
             ),
             kept as (
-                insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at, snapshot_id, payload_digest)
-                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex') from done d
+                insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at,
+                                            snapshot_id, payload_digest, layout_id)
+                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l
+                from done d
                 where d.id <> all (v_receipted)
             )
             select count(*),
@@ -1808,7 +1906,7 @@ begin
 end
 $$;
 
-comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]) is
+comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]) is
     'Relay: acknowledge delivered changes (fenced by the lease), keep receipts, mark rows submitted.';
 
 -- sql/relay_ops.sql
@@ -2261,6 +2359,17 @@ declare
     v_cols text;
     v_filter text := '';
     v_gone text;
+    -- The current payload layout, and what the table's older layouts need.
+    v_names text[];
+    v_attnums smallint[];
+    v_types text[];
+    v_l record;
+    v_m record;
+    v_whens text;
+    v_details text;
+    v_dropped integer[];
+    v_differs integer[];
+    v_added integer[];
 begin
     if target is not null and not exists (select from certyo.tracked_table t where t.relid = target and t.active) then
         raise exception '% is not tracked', target
@@ -2278,12 +2387,63 @@ begin
         from unnest(v_t.key_columns) with ordinality as k(col, n);
         -- The payload as the claim builds it: every column but certyo's and the excluded
         -- ones, in table order, rendered by row_to_json (byte for byte what was sent).
-        select string_agg(format('t.%I', a.attname), ', ' order by a.attnum)
-        into v_cols
+        select string_agg(format('t.%I', a.attname), ', ' order by a.attnum),
+               array_agg(a.attname::text order by a.attnum), array_agg(a.attnum order by a.attnum),
+               array_agg(format_type(a.atttypid, a.atttypmod) order by a.attnum)
+        into v_cols, v_names, v_attnums, v_types
         from pg_attribute a
         where a.attrelid = v_t.relid and a.attnum > 0 and not a.attisdropped
             and a.attname not in ('certyo_record_hash', 'certyo_anchor_status', 'certyo_verified_at', 'certyo_record_version')
             and a.attname <> all (v_t.exclude_columns);
+        -- Versions delivered in another layout (before an ADD, DROP, RENAME or ALTER TYPE)
+        -- are compared in theirs: its columns, found by number under their names now,
+        -- sent under the names they had. A column dropped since cannot be rendered: such
+        -- versions are 'unverifiable'; a column added since is not covered by the anchor
+        -- ('partially_anchored'); a type change that changes the rendering makes the row
+        -- 'unverifiable' rather than 'tampered', with the change in the detail.
+        v_whens := '';
+        v_details := '';
+        v_dropped := '{}';
+        v_differs := '{}';
+        v_added := '{}';
+        for v_l in
+            select l.layout_id, l.names, l.attnums, l.types from certyo.layout l
+            where l.table_id = v_t.table_id
+                and not (l.names = v_names and l.attnums = v_attnums and l.types = v_types)
+        loop
+            select string_agg(format('t.%I as %I', a.attname, n.name), ', ' order by n.i) filter (where a.attnum is not null) as cols,
+                   string_agg(quote_ident(n.name), ', ') filter (where a.attnum is null) as dropped,
+                   string_agg(format('%I changed type from %s to %s', a.attname, n.typ, format_type(a.atttypid, a.atttypmod)), ', ')
+                       filter (where a.attnum is not null and not certyo.renders_alike(n.typ, format_type(a.atttypid, a.atttypmod)))
+                       as retyped,
+                   (select string_agg(quote_ident(c.name), ', ')
+                    from unnest(v_names, v_attnums) as c(name, attnum)
+                    where c.attnum <> all (v_l.attnums)) as added
+            into v_m
+            from unnest(v_l.names, v_l.attnums, v_l.types) with ordinality as n(name, attnum, typ, i)
+            left join pg_attribute a on a.attrelid = v_t.relid and a.attnum = n.attnum and not a.attisdropped;
+            if v_m.dropped is not null then
+                v_dropped := v_dropped || v_l.layout_id;
+                v_details := v_details || format(' when %s then %L', v_l.layout_id,
+                    format('column(s) %s dropped since this version was anchored: it cannot be compared with its anchor;'
+                           ' re-anchor the table (certyo.backfill) once you trust it', v_m.dropped));
+                continue;
+            end if;
+            v_whens := v_whens || format(' when %s then sha256(convert_to((select row_to_json(x.*) from (select %s) as x)::text, ''UTF8''))',
+                                         v_l.layout_id, v_m.cols);
+            if v_m.retyped is not null then
+                v_differs := v_differs || v_l.layout_id;
+            end if;
+            if v_m.added is not null then
+                v_added := v_added || v_l.layout_id;
+            end if;
+            v_details := v_details || format(' when %s then %L', v_l.layout_id, concat_ws('; ',
+                case when v_m.added is not null
+                     then format('column(s) %s added since this version was anchored are not covered by the anchor', v_m.added) end,
+                case when v_m.retyped is not null
+                     then format('%s since this version was anchored: where that changes how values render, the row cannot'
+                                 ' be compared with its anchor (check it, then re-anchor the table with certyo.backfill)', v_m.retyped) end));
+        end loop;
         if only_record is not null then
             select ' where ' || m.predicate into v_filter from certyo.key_match(v_t.table_id, '$1') as m;
             continue when v_filter is null;
@@ -2294,19 +2454,21 @@ begin
                    coalesce(r.anchor_status, case when o.id is not null then 'pending' end),
                    r.record_hash,
                    case when v.verdict <> 'anchored' then encode(r.payload_digest, 'hex') end,
-                   case when v.verdict <> 'anchored' then encode(c.d, 'hex') end,
-                   case when c.v is null then 'never captured: existed before tracking (not backfilled), or written while capture was bypassed'
+                   case when v.verdict <> 'anchored' then encode(coalesce(c.dl, c.d), 'hex') end,
+                   case when v.verdict in ('unverifiable', 'partially_anchored') then %9$s
+                        when c.v is null then 'never captured: existed before tracking (not backfilled), or written while capture was bypassed'
                         when o.id is not null then case when o.parked_at is not null then 'captured, parked: ' || o.last_error
                                                         else 'captured, waiting for delivery' end
                         when r.id is null then 'this version was never captured (capture triggers bypassed or disabled)'
                         when r.payload_digest is null then 'delivered before payload digests were kept: content not compared'
-                        when r.payload_digest <> c.d then 'row differs from the version delivered to Certyo, and no change was captured'
+                        when r.payload_digest <> coalesce(c.dl, c.d) then 'row differs from the version delivered to Certyo, and no change was captured'
                         when r.anchor_status = 'submitted' then 'delivered, waiting for anchoring'
                         when r.anchor_status <> 'anchored' then coalesce(r.anchor_status || ': ' || r.detail, r.anchor_status)
                    end
             from (select t.certyo_record_version as v, %2$s as k,
-                         sha256(convert_to((select row_to_json(x.*) from (select %3$s) as x)::text, 'UTF8')) as d
-                  from %4$s t%5$s) as c
+                         sha256(convert_to((select row_to_json(x.*) from (select %3$s) as x)::text, 'UTF8')) as d,
+                         %10$s as dl, %11$s as lid
+                  from %4$s t%12$s%5$s) as c
             left join certyo.receipt r on r.id = c.v and r.table_id = %6$s
             left join certyo.outbox o on o.id = c.v
             cross join lateral (
@@ -2315,8 +2477,11 @@ begin
                             when r.id is null then %7$L
                             when r.payload_digest is null then
                                 case r.anchor_status when 'anchored' then 'anchored' when 'submitted' then 'pending' else 'never_anchored' end
-                            when r.payload_digest <> c.d then 'tampered'
-                            when r.anchor_status = 'anchored' then 'anchored'
+                            when c.lid = any (%13$L::integer[]) then 'unverifiable'
+                            when r.payload_digest <> coalesce(c.dl, c.d) then
+                                case when c.lid = any (%14$L::integer[]) then 'unverifiable' else 'tampered' end
+                            when r.anchor_status = 'anchored' then
+                                case when c.lid = any (%15$L::integer[]) then 'partially_anchored' else 'anchored' end
                             when r.anchor_status = 'submitted' then 'pending'
                             else 'never_anchored' end as verdict
             ) as v
@@ -2325,7 +2490,14 @@ begin
             format('%I.%I', v_t.schema_name, v_t.table_name), v_key, v_cols, v_t.relid::regclass, v_filter,
             v_t.table_id,
             case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end,
-            case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end)
+            case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end,
+            case when v_details = '' then 'null::text' else 'case c.lid' || v_details || ' end' end,
+            case when v_whens = '' then 'null::bytea' else 'case l.lid' || v_whens || ' end' end,
+            case when v_details = '' and v_whens = '' then 'null::integer' else 'l.lid' end,
+            case when v_details = '' and v_whens = '' then ''
+                 else ' left join lateral (select r0.layout_id as lid from certyo.receipt r0'
+                      ' where r0.id = t.certyo_record_version) as l on true' end,
+            v_dropped, v_differs, v_added)
         using only_record;
         -- Records whose row is gone although their last delivered change is not a
         -- delete, and no change of theirs waits in the outbox: deleted while capture
@@ -2433,10 +2605,10 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]), cert
     to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]),
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb),
-    certyo.backfill_step(integer, boolean), certyo.write_due(integer)
+    certyo.backfill_step(integer, boolean), certyo.write_due(integer), certyo.layout_of(integer, text[])
     to certyo_relay;
 
 -- Everyone who watches: the views.
@@ -2447,6 +2619,7 @@ grant select on certyo.backlog, certyo.tracked_tables, certyo.parked, certyo.sta
 -- their payloads).
 grant execute on function certyo.verify(regclass, text, boolean), certyo.record_history(regclass, text, boolean),
     certyo.proof_json(bytea) to certyo_reader, certyo_admin, certyo_relay;
-grant select on certyo.history, certyo.receipt, certyo.anchor to certyo_reader, certyo_admin, certyo_relay;
+grant select on certyo.history, certyo.receipt, certyo.anchor, certyo.layout to certyo_reader, certyo_admin, certyo_relay;
+grant execute on function certyo.renders_alike(text, text) to certyo_reader, certyo_admin, certyo_relay;
 grant select (id, table_id, op, record_id, changed_at, parked_at, last_error) on certyo.outbox
     to certyo_reader, certyo_admin;

@@ -37,7 +37,7 @@ const settled = () =>
     return r!.n === 0;
   });
 
-/** Delivers and anchors everything captured so far, with a relay that then stops. */
+/** Delivers and anchors everything captured (and backfilled) so far, with a relay that then stops. */
 async function deliverAll() {
   const r = await startTestRelay(db.url, {
     CERTYO_API_KEY: KEY,
@@ -47,6 +47,7 @@ async function deliverAll() {
     CERTYO_VERIFY_DELAY_MS: '0',
     CERTYO_VERIFY_INTERVAL_MS: '20',
   });
+  await until(async () => (await db.sql`select from certyo.backfill where finished_at is null`).length === 0);
   await settled();
   await r.close();
 }
@@ -99,6 +100,8 @@ describe('tamper sweep', () => {
       pending: 30,
       tampered: 50,
       deleted: 0,
+      partially_anchored: 0,
+      unverifiable: 0,
       never_anchored: 1,
     });
     assert.deepEqual(
@@ -158,7 +161,15 @@ describe('tamper sweep', () => {
     const one = await cli(['verify', 'notes', '--record', '2', '--json', '--no-flag']);
     assert.equal(one.code, 1);
     assert.deepEqual(JSON.parse(one.stdout).tables, {
-      'public.notes': { anchored: 0, pending: 0, tampered: 1, deleted: 0, never_anchored: 0 },
+      'public.notes': {
+        anchored: 0,
+        pending: 0,
+        tampered: 1,
+        deleted: 0,
+        partially_anchored: 0,
+        unverifiable: 0,
+        never_anchored: 0,
+      },
     });
     const bad = await cli(['verify', 'no_such_table']);
     assert.equal(bad.code, 1);
@@ -202,6 +213,8 @@ describe('tamper sweep', () => {
       pending: 0,
       tampered: 50,
       deleted: 20,
+      partially_anchored: 0,
+      unverifiable: 0,
       never_anchored: 0,
     });
     assert.deepEqual(
@@ -239,6 +252,83 @@ describe('tamper sweep', () => {
     assert.match(
       text.stdout,
       /DELETED public\.stock record 29: the row is gone, but the last change delivered is insert version \d+/,
+    );
+  });
+
+  test('10,000 anchored rows through ADD COLUMN, RENAME, ALTER TYPE and DROP COLUMN: no false alarm, edits still found', async () => {
+    await db.sql`create table parts (id int primary key, qty int not null, place text, n int)`;
+    await db.sql`select certyo.enable_tracking('parts')`;
+    await db.sql`insert into parts select g, g % 50, 'bin ' || (g % 9), g from generate_series(1, 10000) g`;
+    await deliverAll();
+    const verify = async () => {
+      const { code, stdout } = await cli(['verify', 'parts', '--json', '--no-flag']);
+      return { code, report: JSON.parse(stdout), counts: JSON.parse(stdout).tables['public.parts'] };
+    };
+    const step = async (ddl: string, expect: Record<string, number>) => {
+      await db.sql.unsafe(ddl);
+      const { code, counts } = await verify();
+      assert.equal(code, 0, `${ddl}: ${JSON.stringify(counts)}`);
+      for (const [verdict, n] of Object.entries(expect))
+        assert.equal(counts[verdict], n, `${ddl}: ${verdict}`);
+      assert.equal(counts.tampered, 0, ddl);
+    };
+    await step('alter table parts add column note text', { partially_anchored: 10000 });
+    await step("alter table parts add column flag text default 'x'", { partially_anchored: 10000 });
+    await step('alter table parts rename column qty to quantity', { partially_anchored: 10000 });
+    await step('alter table parts alter column n type bigint', { partially_anchored: 10000 });
+    // Edited behind capture after those: found.
+    await db.sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      await tx`update parts set quantity = quantity + 1 where id in (11, 22, 33)`;
+      await tx`update parts set n = n + 1 where id = 44`;
+    });
+    const edited = await verify();
+    assert.equal(edited.code, 1);
+    assert.deepEqual(edited.report.tampered.map((r: { record_id: string }) => r.record_id).sort(), [
+      '11',
+      '22',
+      '33',
+      '44',
+    ]);
+    // A column dropped: the anchored versions cannot be compared any more (not an alarm).
+    await step('alter table parts drop column place', { unverifiable: 10000 });
+    const { report } = await verify();
+    assert.match(
+      Object.keys(report.migrations)[0]!,
+      /column\(s\) place dropped since this version was anchored/,
+    );
+    // Re-anchored in one call (after checking), edits are found again.
+    await db.sql`select certyo.backfill('parts')`;
+    await deliverAll();
+    const again = await verify();
+    assert.equal(again.code, 0);
+    assert.equal(again.counts.anchored, 10000);
+    await db.sql.begin(async (tx) => {
+      await tx`set local session_replication_role = replica`;
+      await tx`update parts set note = 'sneaky' where id = 5`;
+    });
+    const last = await verify();
+    assert.equal(last.code, 1);
+    assert.deepEqual(
+      last.report.tampered.map((r: { record_id: string }) => r.record_id),
+      ['5'],
+    );
+  });
+
+  test('a type change that changes how values render is explained, not called tampering', async () => {
+    await db.sql`create table prices (id int primary key, amount numeric(10,2))`;
+    await db.sql`select certyo.enable_tracking('prices')`;
+    await db.sql`insert into prices select g, g * 1.5 from generate_series(1, 100) g`;
+    await deliverAll();
+    await db.sql`alter table prices alter column amount type numeric(12,4)`;
+    const { code, stdout } = await cli(['verify', 'prices', '--json', '--no-flag']);
+    assert.equal(code, 0);
+    const report = JSON.parse(stdout);
+    assert.equal(report.tables['public.prices'].unverifiable, 100);
+    assert.equal(report.tables['public.prices'].tampered, 0);
+    assert.match(
+      Object.keys(report.migrations)[0]!,
+      /amount changed type from numeric\(10,2\) to numeric\(12,4\) since/,
     );
   });
 });
