@@ -48,6 +48,7 @@ declare
     v_l record;
     v_m record;
     v_whens text;
+    v_current text;
     v_details text;
     v_dropped integer[];
     v_differs integer[];
@@ -83,6 +84,7 @@ begin
         -- versions are 'unverifiable'; a column added since is not covered by the anchor
         -- ('partially_anchored'); a type change that changes the rendering makes the row
         -- 'unverifiable' rather than 'tampered', with the change in the detail.
+        v_current := format('sha256(convert_to((select row_to_json(x.*) from (select %s) as x)::text, ''UTF8''))', v_cols);
         v_whens := '';
         v_details := '';
         v_dropped := '{}';
@@ -135,21 +137,20 @@ begin
             select %1$L::text, c.k, c.v, v.verdict,
                    coalesce(r.anchor_status, case when o.id is not null then 'pending' end),
                    r.record_hash,
-                   case when v.verdict <> 'anchored' then encode(r.payload_digest, 'hex') end,
-                   case when v.verdict <> 'anchored' then encode(coalesce(c.dl, c.d), 'hex') end,
+                   case when v.verdict not in ('anchored', 'partially_anchored') then encode(r.payload_digest, 'hex') end,
+                   case when v.verdict not in ('anchored', 'partially_anchored') then encode(c.d, 'hex') end,
                    case when v.verdict in ('unverifiable', 'partially_anchored') then %9$s
                         when c.v is null then 'never captured: existed before tracking (not backfilled), or written while capture was bypassed'
                         when o.id is not null then case when o.parked_at is not null then 'captured, parked: ' || o.last_error
                                                         else 'captured, waiting for delivery' end
                         when r.id is null then 'this version was never captured (capture triggers bypassed or disabled)'
                         when r.payload_digest is null then 'delivered before payload digests were kept: content not compared'
-                        when r.payload_digest <> coalesce(c.dl, c.d) then 'row differs from the version delivered to Certyo, and no change was captured'
+                        when r.payload_digest <> c.d then 'row differs from the version delivered to Certyo, and no change was captured'
                         when r.anchor_status = 'submitted' then 'delivered, waiting for anchoring'
                         when r.anchor_status <> 'anchored' then coalesce(r.anchor_status || ': ' || r.detail, r.anchor_status)
                    end
             from (select t.certyo_record_version as v, %2$s as k,
-                         sha256(convert_to((select row_to_json(x.*) from (select %3$s) as x)::text, 'UTF8')) as d,
-                         %10$s as dl, %11$s as lid
+                         %10$s as d, %11$s as lid
                   from %4$s t%12$s%5$s) as c
             left join certyo.receipt r on r.id = c.v and r.table_id = %6$s
             left join certyo.outbox o on o.id = c.v
@@ -160,7 +161,7 @@ begin
                             when r.payload_digest is null then
                                 case r.anchor_status when 'anchored' then 'anchored' when 'submitted' then 'pending' else 'never_anchored' end
                             when c.lid = any (%13$L::integer[]) then 'unverifiable'
-                            when r.payload_digest <> coalesce(c.dl, c.d) then
+                            when r.payload_digest <> c.d then
                                 case when c.lid = any (%14$L::integer[]) then 'unverifiable' else 'tampered' end
                             when r.anchor_status = 'anchored' then
                                 case when c.lid = any (%15$L::integer[]) then 'partially_anchored' else 'anchored' end
@@ -174,7 +175,8 @@ begin
             case when v_t.operations @> array['insert', 'update'] then 'tampered' else 'never_anchored' end,
             case when all_rows or only_record is not null then '' else 'where v.verdict <> ''anchored''' end,
             case when v_details = '' then 'null::text' else 'case c.lid' || v_details || ' end' end,
-            case when v_whens = '' then 'null::bytea' else 'case l.lid' || v_whens || ' end' end,
+            -- The digest in the row's anchored layout, or (the usual case) in the current one.
+            case when v_whens = '' then v_current else 'case l.lid' || v_whens || ' else ' || v_current || ' end' end,
             case when v_details = '' and v_whens = '' then 'null::integer' else 'l.lid' end,
             case when v_details = '' and v_whens = '' then ''
                  else ' left join lateral (select r0.layout_id as lid from certyo.receipt r0'
