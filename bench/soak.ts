@@ -38,6 +38,10 @@ async function main() {
     result.maxTrackedWriteTps = Math.round(max);
     result.targetRate = rate;
     relay = startRelay(bench, { CERTYO_VERIFY: 'off' });
+    // The clock starts once the relay delivers: one change in, and the outbox empty again
+    // (a relay process starting on a loaded machine can take seconds).
+    await sql`insert into events (kind, amount) values ('probe', 0)`;
+    while ((await sql`select exists (select from certyo.outbox) as more`)[0]!.more) await sleep(20);
     load = spawn(
       'pgbench',
       ['-n', '-c', '8', '-j', '2', '-R', String(rate), '-T', String(SECONDS), '-f', script, url],
