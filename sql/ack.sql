@@ -1,15 +1,19 @@
--- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids, payload_digests):
--- the changes were accepted by Certyo (payload_digests: SHA-256 of each
--- recordPayload text as sent, in hex, kept for the tamper sweep). Only the holder of their lease can
+-- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids, payload_digests,
+-- layout_ids, payloads): the changes were accepted by Certyo (payload_digests: SHA-256 of each
+-- recordPayload text as sent, in hex, kept for the tamper sweep; payloads: the
+-- recordPayload texts, kept where Certyo gave no hash, as verification then asks
+-- about the payload; NULL when every change has a hash). Only the holder of their lease can
 -- acknowledge (a relay whose lease was taken over acknowledges nothing). Moves
 -- them from the outbox to certyo.receipt and marks each row 'submitted' if it
 -- is still at that version. Returns the number acknowledged.
 drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[]);
 -- layout_ids added (each change's payload layout, certyo.layout_of); NULL: unknown.
 drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]);
+-- payloads added.
+drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]);
 create or replace function certyo.ack(
     relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[],
-    payload_digests text[], layout_ids integer[] default null
+    payload_digests text[], layout_ids integer[] default null, payloads text[] default null
 )
 returns integer
 language plpgsql
@@ -38,14 +42,17 @@ begin
             with done as (
                 delete from certyo.outbox o
                 using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests,
-                             coalesce(layout_ids, '{}')) as r(id, h, a, s, g, l)
+                             coalesce(layout_ids, '{}'), coalesce(payloads, '{}')) as r(id, h, a, s, g, l, p)
                 where o.id = r.id and o.lease_token = relay_token
-                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g, r.l
+                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g, r.l,
+                          -- No hash from Certyo: verification needs the payload (migration 12).
+                          case when r.h is null then r.p::json end as payload
             ),
             kept as (
                 insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at,
-                                            snapshot_id, payload_digest, layout_id)
-                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l
+                                            snapshot_id, payload_digest, layout_id, payload)
+                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l,
+                       d.payload
                 from done d
                 where d.id <> all (v_receipted)
             )
@@ -105,5 +112,5 @@ begin
 end
 $$;
 
-comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]) is
+comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[], text[]) is
     'Relay: acknowledge delivered changes (fenced by the lease), keep receipts, mark rows submitted.';

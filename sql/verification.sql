@@ -6,13 +6,15 @@
 -- lease up to max_receipts receipts due a check, earliest due first. A
 -- receipt is first due first_delay after its delivery (Certyo anchors a
 -- minute or so after accepting), then whenever settle scheduled it.
+-- payload: kept only when Certyo gave no record hash (see migration 12).
+drop function if exists certyo.claim_verification(uuid, integer, interval, interval);
 create or replace function certyo.claim_verification(
     relay_token uuid, max_receipts integer default 1000, lease interval default '60 seconds',
     first_delay interval default '60 seconds'
 )
 returns table (
     id bigint, op "char", record_id text, collection text, record_hash text, accepted_at timestamptz,
-    delivered_at timestamptz, anchor_status text, checks integer
+    delivered_at timestamptz, anchor_status text, checks integer, payload text
 )
 language sql
 security definer
@@ -36,7 +38,8 @@ as $$
         where r.id = due.id
         returning r.*
     )
-    select l.id, l.op, l.record_id, t.collection, l.record_hash, l.accepted_at, l.delivered_at, l.anchor_status, l.checks
+    select l.id, l.op, l.record_id, t.collection, l.record_hash, l.accepted_at, l.delivered_at, l.anchor_status, l.checks,
+           l.payload::text
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id
     order by l.id
@@ -97,7 +100,9 @@ begin
             merkle_root = coalesce(r.merkle_root, c.merkle_root),
             merkle_proof = coalesce(decode(r.proof, 'hex'), c.merkle_proof),
             verified_at = case when r.status = 'anchored' and r.checked then now() else c.verified_at end,
-            detail = r.detail
+            detail = r.detail,
+            -- Kept for verification by payload until nothing is left to check.
+            payload = case when r.next_check_ms is null then null else c.payload end
         from r
         where c.id = r.id and c.lease_token = relay_token
         returning c.id, c.table_id, c.op, c.record_id, c.anchor_status,

@@ -177,12 +177,16 @@ export class Delivery {
       digests.push(hash('sha256', c.record, 'hex'));
     });
     for (const c of acked) layouts.push(await this.layoutOf(c));
+    // Where Certyo gave no hash, verification asks about the payload: the receipt keeps it.
+    const payloads = hashes.includes(null)
+      ? pgArray(acked.map((c, i) => (hashes[i] === null ? c.record : null)))
+      : null;
     if (acked.length > 0) {
       const [row] = await this.retryDb(
         () => this.sql<{ n: number }[]>`
           select certyo.ack(${this.token}, ${pgArray(acked.map((c) => c.id))}::bigint[], ${pgArray(hashes)}::text[],
                             ${pgArray(acceptedAt)}::timestamptz[], ${pgArray(snapshots)}::text[],
-                            ${pgArray(digests)}::text[], ${pgArray(layouts)}::integer[]) as n`,
+                            ${pgArray(digests)}::text[], ${pgArray(layouts)}::integer[], ${payloads}::text[]) as n`,
       );
       const acknowledged = row?.n ?? 0;
       this.host.metrics.delivered += acknowledged;

@@ -341,6 +341,19 @@ alter table certyo.receipt add column layout_id integer;
 insert into certyo.pgmigrations (name, run_on) values ('1763800000011_layouts', now());
 \endif
 
+-- migration 1763800000012_receipt-payload
+select not exists (select from certyo.pgmigrations where name = '1763800000012_receipt-payload') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- The payload of a delivered version whose acceptance carried no record hash
+-- (a bulk 202 without per-record results, as Certyo's documentation allows):
+-- verification then asks Certyo about the payload itself (POST
+-- /api/v1/verify/record), so it is kept until the version is verified, and
+-- cleared then. NULL for the usual receipt, which has Certyo's hash.
+alter table certyo.receipt add column payload json;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000012_receipt-payload', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -1799,18 +1812,22 @@ comment on function certyo.claim(uuid, integer, interval, bigint) is
     'Relay: lease up to max_changes deliverable changes in per-record version order.';
 
 -- sql/ack.sql
--- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids, payload_digests):
--- the changes were accepted by Certyo (payload_digests: SHA-256 of each
--- recordPayload text as sent, in hex, kept for the tamper sweep). Only the holder of their lease can
+-- certyo.ack(relay_token, ids, record_hashes, accepted_ats, snapshot_ids, payload_digests,
+-- layout_ids, payloads): the changes were accepted by Certyo (payload_digests: SHA-256 of each
+-- recordPayload text as sent, in hex, kept for the tamper sweep; payloads: the
+-- recordPayload texts, kept where Certyo gave no hash, as verification then asks
+-- about the payload; NULL when every change has a hash). Only the holder of their lease can
 -- acknowledge (a relay whose lease was taken over acknowledges nothing). Moves
 -- them from the outbox to certyo.receipt and marks each row 'submitted' if it
 -- is still at that version. Returns the number acknowledged.
 drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[]);
 -- layout_ids added (each change's payload layout, certyo.layout_of); NULL: unknown.
 drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[]);
+-- payloads added.
+drop function if exists certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]);
 create or replace function certyo.ack(
     relay_token uuid, ids bigint[], record_hashes text[], accepted_ats timestamptz[], snapshot_ids text[],
-    payload_digests text[], layout_ids integer[] default null
+    payload_digests text[], layout_ids integer[] default null, payloads text[] default null
 )
 returns integer
 language plpgsql
@@ -1839,14 +1856,17 @@ begin
             with done as (
                 delete from certyo.outbox o
                 using unnest(ids, record_hashes, accepted_ats, snapshot_ids, payload_digests,
-                             coalesce(layout_ids, '{}')) as r(id, h, a, s, g, l)
+                             coalesce(layout_ids, '{}'), coalesce(payloads, '{}')) as r(id, h, a, s, g, l, p)
                 where o.id = r.id and o.lease_token = relay_token
-                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g, r.l
+                returning o.id, o.table_id, o.op, o.record_id, o.idempotency_key, o.changed_at, r.h, r.a, r.s, r.g, r.l,
+                          -- No hash from Certyo: verification needs the payload (migration 12).
+                          case when r.h is null then r.p::json end as payload
             ),
             kept as (
                 insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at,
-                                            snapshot_id, payload_digest, layout_id)
-                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l
+                                            snapshot_id, payload_digest, layout_id, payload)
+                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l,
+                       d.payload
                 from done d
                 where d.id <> all (v_receipted)
             )
@@ -1906,7 +1926,7 @@ begin
 end
 $$;
 
-comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]) is
+comment on function certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[], text[]) is
     'Relay: acknowledge delivered changes (fenced by the lease), keep receipts, mark rows submitted.';
 
 -- sql/relay_ops.sql
@@ -2017,13 +2037,15 @@ $$;
 -- lease up to max_receipts receipts due a check, earliest due first. A
 -- receipt is first due first_delay after its delivery (Certyo anchors a
 -- minute or so after accepting), then whenever settle scheduled it.
+-- payload: kept only when Certyo gave no record hash (see migration 12).
+drop function if exists certyo.claim_verification(uuid, integer, interval, interval);
 create or replace function certyo.claim_verification(
     relay_token uuid, max_receipts integer default 1000, lease interval default '60 seconds',
     first_delay interval default '60 seconds'
 )
 returns table (
     id bigint, op "char", record_id text, collection text, record_hash text, accepted_at timestamptz,
-    delivered_at timestamptz, anchor_status text, checks integer
+    delivered_at timestamptz, anchor_status text, checks integer, payload text
 )
 language sql
 security definer
@@ -2047,7 +2069,8 @@ as $$
         where r.id = due.id
         returning r.*
     )
-    select l.id, l.op, l.record_id, t.collection, l.record_hash, l.accepted_at, l.delivered_at, l.anchor_status, l.checks
+    select l.id, l.op, l.record_id, t.collection, l.record_hash, l.accepted_at, l.delivered_at, l.anchor_status, l.checks,
+           l.payload::text
     from leased l
     join certyo.tracked_table t on t.table_id = l.table_id
     order by l.id
@@ -2108,7 +2131,9 @@ begin
             merkle_root = coalesce(r.merkle_root, c.merkle_root),
             merkle_proof = coalesce(decode(r.proof, 'hex'), c.merkle_proof),
             verified_at = case when r.status = 'anchored' and r.checked then now() else c.verified_at end,
-            detail = r.detail
+            detail = r.detail,
+            -- Kept for verification by payload until nothing is left to check.
+            payload = case when r.next_check_ms is null then null else c.payload end
         from r
         where c.id = r.id and c.lease_token = relay_token
         returning c.id, c.table_id, c.op, c.record_id, c.anchor_status,
@@ -2607,7 +2632,7 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]), cert
     to certyo_admin;
 
 -- certyo_relay: the sidecar's verbs, nothing else.
-grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[]),
+grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[], text[]),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb),
     certyo.backfill_step(integer, boolean), certyo.write_due(integer), certyo.layout_of(integer, text[])

@@ -336,3 +336,79 @@ describe('faults', () => {
 });
 
 /** Polls a condition on the server's state (anchoring runs on its own timers). */
+
+describe('documented-only mode', () => {
+  let full: LocalCertyo;
+  before(async () => {
+    full = srv;
+    srv = await startLocalCertyo({
+      keys: { [KEY]: 'acme' },
+      flushRecords: 2,
+      flushMs: 50,
+      anchorMs: 5,
+      documentedOnly: true,
+    });
+  });
+  after(async () => {
+    await srv.close();
+    srv = full;
+  });
+
+  test('only the documented endpoints, parameters and fields', async () => {
+    const bulk = await call('POST', '/api/v1/records/bulk', {
+      tenantId: 'acme',
+      records: [rec('d1', { n: 1 }), rec('d2', { n: 2 })],
+    });
+    assert.deepEqual([bulk.status, bulk.body], [202, {}], 'a bulk 202 without per-record results');
+    const one = await call('POST', '/api/v1/records', rec('d3'));
+    assert.deepEqual(Object.keys(one.body).sort(), [
+      'acceptedAt',
+      'idempotencyReplayed',
+      'recordHash',
+      'recordId',
+      'tenantId',
+    ]);
+    await until(() => srv.ledger.all.filter((s) => s.status === 'Anchored').length >= 2);
+    const listing = await call(
+      'GET',
+      '/api/v1/records?tenantId=acme&database=shop&collection=public.products&from=2020-01-01T00:00:00Z',
+    );
+    assert.equal(listing.status, 400, 'from is not a documented parameter');
+    const snaps = await call('GET', '/api/v1/snapshots?tenantId=acme&recordId=d1');
+    assert.deepEqual(Object.keys(snaps.body.items[0]).sort(), [
+      'ingestedAt',
+      'onChainConfirmed',
+      'onChainMerkleRoot',
+      'recordId',
+      'snapshotId',
+      'status',
+      'updatedAt',
+    ]);
+    const batchId = srv.ledger.all[0]!.batchId;
+    assert.equal((await call('GET', `/api/v1/batches/${batchId}`)).status, 404);
+    // verify/record: the payload's own version is found without recordVersion ([local], ignored).
+    const v = await call('POST', '/api/v1/verify/record', {
+      tenantId: 'acme',
+      database: 'shop',
+      collection: 'public.products',
+      recordId: 'd1',
+      payload: { n: 1 },
+      recordVersion: 'no such version',
+    });
+    assert.deepEqual(v.body, {
+      verified: true,
+      verificationStatus: 'pass',
+      reasonCategory: 'verified_anchored',
+      snapshotHash: srv.ledger.all[0]!.recordHash,
+    });
+    const bad = await call('POST', '/api/v1/verify/record', {
+      tenantId: 'acme',
+      database: 'shop',
+      collection: 'public.products',
+      recordId: 'd1',
+      payload: { n: 99 },
+    });
+    assert.deepEqual([bad.body.verified, bad.body.reasonCategory], [false, 'payload_mismatch']);
+    assert.equal(bad.body.merkleProof, undefined);
+  });
+});

@@ -17,6 +17,9 @@ Options (environment variable in brackets):
   --flush-records N     seal a batch at N records, default 1000 [LOCAL_CERTYO_FLUSH_RECORDS]
   --flush-ms MS         or when the oldest waited MS, default 60000 [LOCAL_CERTYO_FLUSH_MS]
   --anchor-ms MS        anchoring delay after sealing, default 30000 [LOCAL_CERTYO_ANCHOR_MS]
+  --documented-only     serve only what Certyo documents: no per-record results
+                        in the bulk answer, no listing, batches or proofs
+                                                             [LOCAL_CERTYO_DOCUMENTED_ONLY=1]
   --admin               enable /_admin/faults and /_admin/requests [LOCAL_CERTYO_ADMIN=1]
   --help`;
 
@@ -30,6 +33,7 @@ export async function localCertyoCommand(args: string[], env = process.env): Pro
       'flush-records': { type: 'string' },
       'flush-ms': { type: 'string' },
       'anchor-ms': { type: 'string' },
+      'documented-only': { type: 'boolean' },
       admin: { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -79,10 +83,18 @@ export async function localCertyoCommand(args: string[], env = process.env): Pro
     flushMs,
     anchorMs,
     admin: values.admin ?? env.LOCAL_CERTYO_ADMIN === '1',
+    documentedOnly: values['documented-only'] ?? env.LOCAL_CERTYO_DOCUMENTED_ONLY === '1',
     logger,
   });
   logger.info(
-    { url: server.url, tenants: [...new Set(Object.values(keys))], flushRecords, flushMs, anchorMs },
+    {
+      url: server.url,
+      tenants: [...new Set(Object.values(keys))],
+      flushRecords,
+      flushMs,
+      anchorMs,
+      documentedOnly: server.documentedOnly,
+    },
     'local certyo listening',
   );
   if (generated) {

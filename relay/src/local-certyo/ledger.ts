@@ -390,13 +390,15 @@ export class Ledger {
       recordVersion: s.recordVersion,
       recordHash: s.recordHash,
     };
-    if (hash !== s.recordHash) {
+    // wrongHash: a service that holds another hash than it returned at acceptance.
+    const held = this.faults.wrongHash ? forged(s.recordHash) : s.recordHash;
+    if (hash !== held) {
       return {
         ...base,
         verified: false,
         verificationStatus: 'fail',
         reasonCategory: 'payload_mismatch',
-        snapshotHash: s.recordHash,
+        snapshotHash: held,
         computedHash: hash,
       };
     }

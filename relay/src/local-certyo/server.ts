@@ -1,6 +1,7 @@
 // The local Certyo-compatible HTTP server: routes, API keys and tenants,
 // problem+json errors, fault injection and a log of every request received.
 // Usable in-process (startLocalCertyo) and as `certyo-pg local-certyo`.
+// Fault injection is in faults.ts, the documented-only mode in documented.ts.
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,67 +15,13 @@ import {
   JsonSyntaxError,
   parseJson,
 } from '../certyo/json.js';
+import { documentedAnswer, refuseUndocumented } from './documented.js';
+import { HttpError, problem } from './errors.js';
+import { type Faults, type Garble, garbled, NO_FAULTS } from './faults.js';
 import { type IngestResult, Ledger, type LedgerOptions, own, recordHash, type Snapshot } from './ledger.js';
 import { type FieldError, type RecordFields, validateRecord } from './validate.js';
 
-export interface Faults {
-  /** Share of API requests answered 429 with Retry-After. */
-  rate429: number;
-  retryAfterSeconds: number;
-  rate500: number;
-  rate503: number;
-  /** Added to every API request before it is handled. */
-  latencyMs: number;
-  /** Share of requests handled, then their connection destroyed: the client cannot know the outcome. */
-  dropRate: number;
-  /** Reject records whose recordPayload has this top-level field with this value (as text). */
-  rejectField: string | null;
-  rejectValue: string | null;
-  anchorFail: boolean;
-  anchorNever: boolean;
-  wrongRoot: boolean;
-  wrongHash: boolean;
-  /** Answer GET /batches/{id} with 404, as a service without that [local] endpoint would. */
-  noBatchApi: boolean;
-  /** Answer the [local] listing (GET /records with from/to/limit/offset) with 404. */
-  noListing: boolean;
-  /**
-   * Share of API requests handled (records ingested), then answered badly, as
-   * a broken proxy or service might: see Garble.
-   */
-  garbleRate: number;
-  garble: Garble;
-  /** Where the 'redirect' garble points. */
-  redirectTo: string;
-}
-
-/**
- * A bad answer: 'html' a 200 HTML page; 'truncated' JSON cut in half;
- * 'noResults' a 202 without per-record results; 'redirect' a 307 to
- * redirectTo; 'endlessHeaders' a status line, then a header every 50 ms,
- * never the end of the headers.
- */
-export type Garble = 'html' | 'truncated' | 'noResults' | 'redirect' | 'endlessHeaders';
-
-export const NO_FAULTS: Faults = {
-  rate429: 0,
-  retryAfterSeconds: 1,
-  rate500: 0,
-  rate503: 0,
-  latencyMs: 0,
-  dropRate: 0,
-  rejectField: null,
-  rejectValue: null,
-  anchorFail: false,
-  anchorNever: false,
-  wrongRoot: false,
-  wrongHash: false,
-  noBatchApi: false,
-  noListing: false,
-  garbleRate: 0,
-  garble: 'html',
-  redirectTo: 'http://127.0.0.1:9/',
-};
+export { type Faults, type Garble, NO_FAULTS } from './faults.js';
 
 export interface LoggedRequest {
   at: number;
@@ -101,6 +48,8 @@ export interface LocalCertyoOptions extends Partial<LedgerOptions> {
   keys: Record<string, string>;
   admin?: boolean;
   faults?: Partial<Faults>;
+  /** Serve only what Certyo documents (documented.ts). */
+  documentedOnly?: boolean;
   logger?: Logger;
   maxBodyBytes?: number;
 }
@@ -110,6 +59,7 @@ export interface LocalCertyo {
   port: number;
   ledger: Ledger;
   faults: Faults;
+  readonly documentedOnly: boolean;
   requests: LoggedRequest[];
   /** Idempotency keys sent again with another payload or record id (the first answer was returned). */
   replayMismatches: string[];
@@ -120,19 +70,9 @@ export interface LocalCertyo {
   close(): Promise<void>;
 }
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly title: string,
-    message: string,
-    readonly errors?: FieldError[],
-  ) {
-    super(message);
-  }
-}
-
 export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalCertyo> {
   const faults: Faults = { ...NO_FAULTS, ...opts.faults };
+  const documentedOnly = opts.documentedOnly ?? false;
   const log = opts.logger;
   const replayMismatches: string[] = [];
   const ledger = new Ledger(
@@ -331,6 +271,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     if (opts.admin && p === '/_admin/requests') return [200, requests];
     if (!p.startsWith('/api/v1/')) throw new HttpError(404, 'Not Found', `no route ${m} ${p}`);
     const tenant = tenantOf(req);
+    if (documentedOnly) refuseUndocumented(m, url);
     const q = (k: string) => url.searchParams.get(k) ?? undefined;
     if (m === 'POST' && p === '/api/v1/records')
       return ingestOne(tenant, await tenantBody(req, tenant), entry);
@@ -402,12 +343,16 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       if (payload === undefined || !isObject(payload))
         errors.push({ field: 'payload', message: 'must be a JSON object' });
       if (errors.length) throw new HttpError(400, 'Bad Request', 'invalid verify request', errors);
-      const version = get(body, 'recordVersion');
+      // recordVersion is [local]; without it, the version this payload is (else the latest).
+      const version = documentedOnly ? undefined : get(body, 'recordVersion');
       const versions = ledger.forRecord({ tenantId: tenant, database, collection, recordId });
+      const hash = recordHash(payload as { entries: Array<[string, Json]> });
       const s =
-        typeof version === 'string' ? versions.find((x) => x.recordVersion === version) : versions.at(-1);
+        typeof version === 'string'
+          ? versions.find((x) => x.recordVersion === version)
+          : (versions.findLast((x) => x.recordHash === hash) ?? versions.at(-1));
       if (!s) throw new HttpError(404, 'Not Found', 'no such record');
-      return [200, ledger.verify(s, recordHash(payload as { entries: Array<[string, Json]> }))];
+      return [200, ledger.verify(s, hash)];
     }
     if (m === 'POST' && p === '/api/v1/verify/payload') {
       const body = await tenantBody(req, tenant);
@@ -472,7 +417,9 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
           ),
         );
       } else {
-        const [status, body] = await route(req, url, entry);
+        const [status, answer] = await route(req, url, entry);
+        const body =
+          documentedOnly && status < 300 ? documentedAnswer(entry.method, url.pathname, answer) : answer;
         if (api && Math.random() < faults.dropRate) {
           entry.outcome = 'dropped';
           entry.status = status;
@@ -506,6 +453,7 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     port,
     ledger,
     faults,
+    documentedOnly,
     requests,
     replayMismatches,
     nextArrival() {
@@ -524,48 +472,8 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
   };
 }
 
-const problem = (status: number, title: string, detail: string) => ({
-  type: 'about:blank',
-  title,
-  status,
-  detail,
-});
-
 async function readBodyText(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
   return chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
-}
-
-/** Answers badly (Faults.garble) after the request was handled. */
-function garbled(res: ServerResponse, kind: Garble, status: number, body: unknown, redirectTo: string) {
-  const json = JSON.stringify(body);
-  switch (kind) {
-    case 'html':
-      res.writeHead(200, { 'content-type': 'text/html' });
-      res.end('<html><body><h1>502 Bad Gateway</h1></body></html>');
-      return;
-    case 'truncated': {
-      const half = json.slice(0, json.length >> 1);
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(half);
-      return;
-    }
-    case 'noResults':
-      res.writeHead(202, { 'content-type': 'application/json' });
-      res.end('{}');
-      return;
-    case 'redirect':
-      res.writeHead(307, { location: redirectTo });
-      res.end();
-      return;
-    case 'endlessHeaders': {
-      const socket = res.socket;
-      if (!socket) return;
-      socket.write('HTTP/1.1 200 OK\r\n');
-      const drip = setInterval(() => socket.write('x-still-coming: 1\r\n'), 50);
-      socket.once('close', () => clearInterval(drip));
-      return;
-    }
-  }
 }
