@@ -1,38 +1,66 @@
 #!/usr/bin/env bash
 # Write tax of capture, side by side, pgbench with 8 clients, variants
-# interleaved, 3 rounds:
+# interleaved, 3 rounds (or as many as asked):
 #   untracked        no capture at all
 #   tracked          certyo capture, relay absent (paused)
 #   tracked_relay    certyo capture with a relay running (local Certyo), single-row INSERT only
-#   tracked_nowake   certyo capture without the wake-up trigger, single-row INSERT only
+#   tracked_nowake   certyo capture without the wake-up (its check taken out of a copy of
+#                    capture_rows), single-row INSERT only
+#   naive            the ceiling a trigger-based outbox sets: one AFTER ROW trigger inserting
+#                    row_to_json into a bigserial outbox (no versions, no status, no order)
 #   notify           Certyo guide's LISTEN/NOTIFY design: a row trigger that pg_notify()s the row as JSON
 #   polling          Certyo guide's timestamp polling: an indexed updated_at column (set by the writer)
 # Operations: insert (one row per transaction), insert100 (one 100-row INSERT
 # statement per transaction), update and delete (one row, random id, of a
-# prefilled table). Then WAL bytes per single-row INSERT for each variant.
+# prefilled table), and pgbench's built-in TPC-B-like script (scale 1, so 8
+# clients share 1 branch and 10 tellers) on pgbench tables untracked, tracked
+# (accounts, tellers, branches) and with the naive outbox on the same tables.
+# Then WAL bytes per single-row INSERT for each variant.
 # Variants run in a rotated order each round, each after a checkpoint.
-# Output: "round=R op=OP variant=V tps=X" and "wal variant=V bytes_per_change=X".
-# Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/write-tax.sh [seconds] [prefill rows]
+# Output: "round=R op=OP variant=V tps=X" (op tpcb too) and "wal variant=V bytes_per_change=X".
+# Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/write-tax.sh [seconds] [prefill rows] [rounds]
 set -euo pipefail
 secs=${1:-10}
 rows=${2:-500000}
+rounds=${3:-3}
 here=$(cd "$(dirname "$0")" && pwd)
 db=certyo_bench_write_tax
 admin=${DATABASE_URL:?set DATABASE_URL to a superuser connection}
 psql -q "$admin" -c "drop database if exists $db" -c "create database $db"
 url=$(node -e "const u=new URL(process.argv[1]); u.pathname='/$db'; console.log(u.toString())" "$admin")
 DATABASE_URL=$url node "$here/../bin/certyo-pg.js" migrate >/dev/null
-variants="untracked tracked tracked_nowake notify polling"
+variants="untracked tracked tracked_nowake naive notify polling"
 psql -q "$url" <<SQL
 create table untracked (id bigserial primary key, name text not null, price numeric(12,2), qty int, created timestamptz default now(), attrs json);
 create table tracked (like untracked including all);
 create table tracked_nowake (like untracked including all);
+create table naive (like untracked including all);
 create table notify (like untracked including all);
 create table polling (like untracked including all, updated_at timestamptz not null default now());
 create index polling_updated_at on polling (updated_at, id);
 select certyo.enable_tracking('tracked');
 select certyo.enable_tracking('tracked_nowake');
 drop trigger certyo_wake on tracked_nowake;
+-- Inserts wake relays from inside capture_rows' statement: a copy without that check.
+do \$\$
+declare d text;
+begin
+  d := replace(pg_get_functiondef('certyo.capture_rows'::regproc), 'exists (select from certyo.waiting_relay)', 'false');
+  if position('waiting_relay' in d) > 0 then raise exception 'capture_rows changed: the wake-up check was not found'; end if;
+  execute replace(d, 'certyo.capture_rows()', 'certyo.capture_rows_nowake()');
+  select pg_get_triggerdef(t.oid) into d from pg_trigger t where t.tgrelid = 'tracked_nowake'::regclass and t.tgname = 'certyo_capture_insert';
+  drop trigger certyo_capture_insert on tracked_nowake;
+  execute replace(d, 'certyo.capture_rows(', 'certyo.capture_rows_nowake(');
+end \$\$;
+-- The naive outbox: one row trigger, one insert, nothing else.
+create table naive_outbox (id bigserial primary key, tbl text not null, op text not null, payload json not null,
+                           created timestamptz not null default now());
+create function naive_capture() returns trigger language plpgsql as \$\$
+begin
+  insert into public.naive_outbox (tbl, op, payload) values (tg_table_name, tg_op, row_to_json(coalesce(new, old)));
+  return null;
+end \$\$;
+create trigger naive_capture after insert or update or delete on naive for each row execute function naive_capture();
 -- The guide's LISTEN/NOTIFY trigger: the whole row, as JSON, in every change.
 create function notify_change() returns trigger language plpgsql as \$\$
 begin
@@ -47,6 +75,18 @@ $(for t in $variants; do echo "insert into $t (id, name, price, qty, attrs) sele
 -- The tables share untracked's id sequence (like ... including all): start it past the prefill.
 select setval('untracked_id_seq', $rows);
 set session_replication_role = origin;
+vacuum analyze;
+SQL
+
+# TPC-B-like: pgbench's tables in a schema per variant (pgbench finds them by search_path).
+tpcb_variants="untracked tracked naive"
+for v in $tpcb_variants; do
+  psql -qX "$url" -c "create schema tpcb_$v"
+  PGOPTIONS="-c search_path=tpcb_$v" pgbench -i -q -s 1 "$url" >/dev/null 2>&1
+done
+psql -qX "$url" <<SQL >/dev/null
+$(for t in accounts tellers branches; do echo "select certyo.enable_tracking('tpcb_tracked.pgbench_$t');"; done)
+$(for t in accounts tellers branches; do echo "create trigger naive_capture after insert or update or delete on tpcb_naive.pgbench_$t for each row execute function public.naive_capture();"; done)
 vacuum analyze;
 SQL
 
@@ -78,8 +118,14 @@ run() { # op variant table; each run starts after a checkpoint, so none pays ano
   tps=$(pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" 2>/dev/null | awk '/^tps/ {print $3}')
   echo "round=$round op=$1 variant=$2 tps=$tps"
 }
+tpcb() { # variant
+  local tps
+  psql -qX "$url" -c checkpoint
+  tps=$(PGOPTIONS="-c search_path=tpcb_$1" pgbench -n -b tpcb-like -c 8 -j 2 -T "$secs" "$url" 2>/dev/null | awk '/^tps/ {print $3}')
+  echo "round=$round op=tpcb variant=$1 tps=$tps"
+}
 
-for round in 1 2 3; do
+for round in $(seq "$rounds"); do
   # Rotate the order of the variants from round to round.
   order=$(echo $variants | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}')
   for op in insert insert100 update delete; do
@@ -90,7 +136,7 @@ for round in 1 2 3; do
     if [ "$op" = insert ]; then
       # The relay keeping up with the writers, not draining what the paused runs left behind.
       psql -qX "$url" -c "truncate certyo.outbox"
-      DATABASE_URL=$url CERTYO_API_KEY=$key CERTYO_TENANT_ID=bench CERTYO_BASE_URL="http://127.0.0.1:$port" \
+      DATABASE_URL=$url CERTYO_API_KEY=$key CERTYO_TENANT_ID=bench CERTYO_BASE_URL="http://127.0.0.1:$port" CERTYO_BACKFILL=off \
         LOG_LEVEL=error node "$here/../bin/certyo-pg.js" relay &
       relay=$!
       sleep 1
@@ -100,10 +146,13 @@ for round in 1 2 3; do
       relay=""
     fi
   done
+  for v in $(echo $tpcb_variants | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'); do
+    tpcb "$v"
+  done
 done
 
 # WAL bytes per single-row INSERT: 8 clients x 1000 transactions, after a checkpoint.
-for t in untracked tracked notify polling; do
+for t in untracked tracked naive notify polling; do
   psql -qX "$url" -c checkpoint
   before=$(psql -qXAt "$url" -c "select pg_current_wal_lsn()")
   pgbench -n -c 8 -j 2 -t 1000 -f "$tmp/insert.$t.sql" "$url" >/dev/null 2>&1

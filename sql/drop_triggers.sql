@@ -15,7 +15,7 @@ begin
         where t.tgrelid in (select target union select relid from pg_partition_tree(target))
             and not t.tgisinternal
             and t.tgparentid = 0
-            and t.tgname in ('certyo_before', 'certyo_capture_insert', 'certyo_capture_update',
+            and t.tgname in ('certyo_before', 'certyo_before_insert', 'certyo_capture_insert', 'certyo_capture_update',
                              'certyo_capture_zkey', 'certyo_capture_delete', 'certyo_wake',
                              'certyo_refuse_truncate')
     loop

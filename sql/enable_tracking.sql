@@ -185,7 +185,11 @@ begin
     -- check keeps such a call from skipping capture. Other write-backs (the tamper sweep's)
     -- take the full trigger, which accepts them. The owner's name is fixed here: after
     -- certyo changes owner, write-backs take the full trigger until tracking is enabled again.
-    execute format('create trigger certyo_before before insert or update on %I.%I for each row'
+    -- Inserts take it without a WHEN clause: no write-back inserts, and a WHEN clause
+    -- is read back from its stored text by every statement (a tenth of a tracked insert).
+    execute format('create trigger certyo_before_insert before insert on %I.%I for each row'
+                   ' execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
+    execute format('create trigger certyo_before before update on %I.%I for each row'
                    ' when (pg_catalog.current_setting(''certyo.status_write'', true) is distinct from ''on'''
                    ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
                    ' or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member''))'
@@ -243,8 +247,10 @@ begin
     end if;
     -- Statement-level triggers are not inherited by partitions: put them on each.
     for v_part in select target union select relid from pg_partition_tree(target) loop
-        execute format('create trigger certyo_wake after insert or update or delete on %s'
-                       ' for each statement execute function certyo.wake()', v_part);
+        -- Ordinary tables: capture_rows wakes for inserts and deletes itself.
+        execute format('create trigger certyo_wake after %s on %s'
+                       ' for each statement execute function certyo.wake()',
+                       case when v_rel.relkind = 'r' then 'update' else 'insert or update or delete' end, v_part);
         execute format('create trigger certyo_refuse_truncate before truncate on %s'
                        ' for each statement execute function certyo.refuse_truncate()', v_part);
     end loop;

@@ -11,8 +11,8 @@
 \ir restamp_inserts.sql
 \ir capture.sql
 \ir capture_key_change.sql
-\ir capture_rows.sql
 \ir wake.sql
+\ir capture_rows.sql
 \ir refuse_truncate.sql
 \ir drop_triggers.sql
 \ir backfill.sql

@@ -10,11 +10,12 @@ import { adminUrl } from './harness/db.js';
 const exec = promisify(execFile);
 const env = () => ({ ...process.env, DATABASE_URL: adminUrl() });
 
-test('bench/write-tax.sh reports 3 rounds of every operation and variant, and WAL per change', async () => {
-  const { stdout } = await exec('bash', [`${paths.root}bench/write-tax.sh`, '1', '2000'], { env: env() });
-  // Per round: insert x 6 variants, insert100 / update / delete x 4.
-  assert.equal([...stdout.matchAll(/round=\d op=\w+ variant=\w+ tps=[\d.]+/g)].length, 3 * 18, stdout);
-  assert.equal([...stdout.matchAll(/wal variant=\w+ bytes_per_change=\d+/g)].length, 4, stdout);
+test('bench/write-tax.sh reports every operation and variant per round, and WAL per change', async () => {
+  const { stdout } = await exec('bash', [`${paths.root}bench/write-tax.sh`, '1', '2000', '2'], { env: env() });
+  // Per round: insert x 7 variants, insert100 / update / delete x 5, TPC-B-like x 3.
+  assert.equal([...stdout.matchAll(/round=\d op=\w+ variant=\w+ tps=[\d.]+/g)].length, 2 * 25, stdout);
+  assert.equal([...stdout.matchAll(/round=2 op=tpcb variant=\w+ tps=[\d.]+/g)].length, 3, stdout);
+  assert.equal([...stdout.matchAll(/wal variant=\w+ bytes_per_change=\d+/g)].length, 5, stdout);
 });
 
 test('dist/bench/relay.js reports drain and latency figures', async () => {

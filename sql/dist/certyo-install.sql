@@ -719,6 +719,53 @@ $$;
 comment on function certyo.capture_key_change() is
     'AFTER UPDATE trigger of tracked tables when a key column changes: the old record is deleted, the new one inserted.';
 
+-- sql/wake.sql
+-- certyo.wake(): AFTER statement trigger on tracked tables (ordinary tables:
+-- AFTER UPDATE only, capture_rows wakes for inserts and deletes). Sends a NOTIFY only
+-- while some relay is registered as waiting (certyo.waiting_relay), so a busy
+-- or absent relay costs writers one index probe and no commit-time NOTIFY lock.
+-- One NOTIFY per wait: the first writer takes the registrations (skip locked:
+-- concurrent writers neither wait nor notify), and a woken relay registers
+-- again only when it finds nothing to claim. NOTIFY serialises commits, so
+-- notifying on every write while a relay keeps up would throttle the writers.
+-- certyo.wake_relays(): takes the waiting relays' registrations and notifies
+-- them; called by certyo.wake() and, for inserts and deletes of ordinary
+-- tables, by certyo.capture_rows() (which asks whether any relay waits in the
+-- statement that writes the outbox: one trigger call fewer per statement).
+create or replace function certyo.wake_relays()
+returns void
+language plpgsql
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    delete from certyo.waiting_relay w
+    where w.relay in (select x.relay from certyo.waiting_relay x for update skip locked);
+    if found then
+        perform pg_notify('certyo_wakeup', '');
+    end if;
+end
+$$;
+
+comment on function certyo.wake_relays() is
+    'Capture: wake the relays registered as waiting (one NOTIFY per wait).';
+
+create or replace function certyo.wake()
+returns trigger
+language plpgsql
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if exists (select from certyo.waiting_relay) then
+        perform certyo.wake_relays();
+    end if;
+    return null;
+end
+$$;
+
+comment on function certyo.wake() is
+    'AFTER statement trigger of tracked tables: wakes a waiting relay; silent while relays are busy.';
+
 -- sql/capture_rows.sql
 -- certyo.capture_rows(): AFTER INSERT / AFTER DELETE ... FOR EACH STATEMENT
 -- trigger on tracked (ordinary) tables, with transition tables (certyo_new,
@@ -751,40 +798,54 @@ declare
     v_table integer := tg_argv[0]::integer;
     v_key text := case when tg_nargs = 3 then tg_argv[2] end;
     v_keys text[] := tg_argv[2:];
-    v_first bigint;
+    v_late boolean;
+    v_waiting boolean;
 begin
+    -- One statement writes the outbox and asks the two questions that follow
+    -- (each statement more costs an executor start, a tenth of a tracked insert).
     if tg_op = 'INSERT' then
         with ins as (
+            -- In version order already: the BEFORE trigger drew them row by row.
             insert into certyo.outbox (id, table_id, op, record_id, payload)
             select x.v, v_table, 'I',
                    coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                             certyo.record_key_slow(v_table, x.j)),
                    x.j
             from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
-            order by x.v
-            returning id
         )
-        select min(ins.id) into v_first from ins;
         -- Each row's version was drawn before the unique index made it wait for a
         -- transaction deleting the same key, if one did. A delete of this table
         -- with a higher version, visible now, may be such a one: it committed
-        -- first. Those rows are stamped again (restamp_inserts). One query on two
+        -- first. Those rows are stamped again (restamp_inserts). Two probes of
         -- partial indexes per statement; READ COMMITTED sees the delete (a
-        -- REPEATABLE READ snapshot does not, see README).
-        if exists (select from certyo.outbox d where d.op = 'D' and d.table_id = v_table and d.id > v_first)
-            or exists (select from certyo.receipt r where r.op = 'D' and r.table_id = v_table and r.id > v_first)
-        then
+        -- REPEATABLE READ snapshot does not, see README). The outbox rows written
+        -- here are inserts, which the probe need not see.
+        select exists (select from certyo.outbox d
+                       where d.op = 'D' and d.table_id = v_table and d.id > f.v)
+               or exists (select from certyo.receipt r
+                          where r.op = 'D' and r.table_id = v_table and r.id > f.v),
+               exists (select from certyo.waiting_relay)
+        from (select min(n.certyo_record_version) as v from certyo_new n) as f
+        into v_late, v_waiting;
+        if v_late then
             perform certyo.restamp_inserts(v_table, array_agg(o.id), array_agg(o.record_id))
             from certyo.outbox o
             where o.id in (select n.certyo_record_version from certyo_new n);
         end if;
     else
-        insert into certyo.outbox (id, table_id, op, record_id, payload)
-        select nextval('certyo.change_seq'), v_table, 'D',
-               coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
-                        certyo.record_key_slow(v_table, x.j)),
-               x.j
-        from (select row_to_json(o.*) as j from certyo_old o) as x;
+        with ins as (
+            insert into certyo.outbox (id, table_id, op, record_id, payload)
+            select nextval('certyo.change_seq'), v_table, 'D',
+                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                            certyo.record_key_slow(v_table, x.j)),
+                   x.j
+            from (select row_to_json(o.*) as j from certyo_old o) as x
+        )
+        select exists (select from certyo.waiting_relay) into v_waiting;
+    end if;
+    -- What certyo.wake() does for updates: a NOTIFY only while a relay waits.
+    if v_waiting then
+        perform certyo.wake_relays();
     end if;
     return null;
 end
@@ -792,35 +853,6 @@ $$;
 
 comment on function certyo.capture_rows() is
     'AFTER statement trigger of tracked tables: writes the statement''s changes to certyo.outbox in the same transaction.';
-
--- sql/wake.sql
--- certyo.wake(): AFTER statement trigger on tracked tables. Sends a NOTIFY only
--- while some relay is registered as waiting (certyo.waiting_relay), so a busy
--- or absent relay costs writers one index probe and no commit-time NOTIFY lock.
--- One NOTIFY per wait: the first writer takes the registrations (skip locked:
--- concurrent writers neither wait nor notify), and a woken relay registers
--- again only when it finds nothing to claim. NOTIFY serialises commits, so
--- notifying on every write while a relay keeps up would throttle the writers.
-create or replace function certyo.wake()
-returns trigger
-language plpgsql
-security definer
-set search_path = pg_catalog, pg_temp
-as $$
-begin
-    if exists (select from certyo.waiting_relay) then
-        delete from certyo.waiting_relay w
-        where w.relay in (select x.relay from certyo.waiting_relay x for update skip locked);
-        if found then
-            perform pg_notify('certyo_wakeup', '');
-        end if;
-    end if;
-    return null;
-end
-$$;
-
-comment on function certyo.wake() is
-    'AFTER statement trigger of tracked tables: wakes a waiting relay; silent while relays are busy.';
 
 -- sql/refuse_truncate.sql
 -- certyo.refuse_truncate(): BEFORE TRUNCATE trigger on tracked tables. TRUNCATE
@@ -856,7 +888,7 @@ begin
         where t.tgrelid in (select target union select relid from pg_partition_tree(target))
             and not t.tgisinternal
             and t.tgparentid = 0
-            and t.tgname in ('certyo_before', 'certyo_capture_insert', 'certyo_capture_update',
+            and t.tgname in ('certyo_before', 'certyo_before_insert', 'certyo_capture_insert', 'certyo_capture_update',
                              'certyo_capture_zkey', 'certyo_capture_delete', 'certyo_wake',
                              'certyo_refuse_truncate')
     loop
@@ -1345,7 +1377,11 @@ begin
     -- check keeps such a call from skipping capture. Other write-backs (the tamper sweep's)
     -- take the full trigger, which accepts them. The owner's name is fixed here: after
     -- certyo changes owner, write-backs take the full trigger until tracking is enabled again.
-    execute format('create trigger certyo_before before insert or update on %I.%I for each row'
+    -- Inserts take it without a WHEN clause: no write-back inserts, and a WHEN clause
+    -- is read back from its stored text by every statement (a tenth of a tracked insert).
+    execute format('create trigger certyo_before_insert before insert on %I.%I for each row'
+                   ' execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
+    execute format('create trigger certyo_before before update on %I.%I for each row'
                    ' when (pg_catalog.current_setting(''certyo.status_write'', true) is distinct from ''on'''
                    ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
                    ' or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member''))'
@@ -1403,8 +1439,10 @@ begin
     end if;
     -- Statement-level triggers are not inherited by partitions: put them on each.
     for v_part in select target union select relid from pg_partition_tree(target) loop
-        execute format('create trigger certyo_wake after insert or update or delete on %s'
-                       ' for each statement execute function certyo.wake()', v_part);
+        -- Ordinary tables: capture_rows wakes for inserts and deletes itself.
+        execute format('create trigger certyo_wake after %s on %s'
+                       ' for each statement execute function certyo.wake()',
+                       case when v_rel.relkind = 'r' then 'update' else 'insert or update or delete' end, v_part);
         execute format('create trigger certyo_refuse_truncate before truncate on %s'
                        ' for each statement execute function certyo.refuse_truncate()', v_part);
     end loop;
