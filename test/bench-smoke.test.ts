@@ -11,7 +11,9 @@ const exec = promisify(execFile);
 const env = () => ({ ...process.env, DATABASE_URL: adminUrl() });
 
 test('bench/write-tax.sh reports every operation and variant per round, and WAL per change', async () => {
-  const { stdout } = await exec('bash', [`${paths.root}bench/write-tax.sh`, '1', '2000', '2'], { env: env() });
+  const { stdout } = await exec('bash', [`${paths.root}bench/write-tax.sh`, '1', '2000', '2'], {
+    env: env(),
+  });
   // Per round: insert x 7 variants, insert100 / update / delete x 5, TPC-B-like x 3.
   assert.equal([...stdout.matchAll(/round=\d op=\w+ variant=\w+ tps=[\d.]+/g)].length, 2 * 25, stdout);
   assert.equal([...stdout.matchAll(/round=2 op=tpcb variant=\w+ tps=[\d.]+/g)].length, 3, stdout);
