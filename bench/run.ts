@@ -2,7 +2,7 @@
 // the machine has two cores), against DATABASE_URL or an embedded PostgreSQL.
 // Writes the raw results to bench/results/<date>.json and the table of goals
 // to bench/RESULTS.md. Do not run it beside the test suite.
-import { execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startEmbedded } from '../relay/src/embedded.js';
@@ -18,18 +18,26 @@ function lastJson(out: string): Record<string, unknown> {
 async function main() {
   const embedded = process.env.DATABASE_URL ? undefined : await startEmbedded();
   const env = { ...process.env, DATABASE_URL: process.env.DATABASE_URL ?? embedded!.adminUrl };
-  const node = (script: string, ...args: string[]) =>
-    execFileSync(process.execPath, [`${paths.root}dist/bench/${script}`, ...args], {
-      env,
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'inherit'],
+  // Children run asynchronously: while one runs, this process must keep reading the
+  // embedded server's log pipes (a blocked pipe stops the server: a checkpoint
+  // waited 20 minutes on its log write when this used execFileSync).
+  const exec = (file: string, args: string[]) =>
+    new Promise<string>((resolve, reject) => {
+      const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+      });
+      child.once('error', reject);
+      child.once('exit', (code, signal) =>
+        code === 0 ? resolve(out) : reject(new Error(`${file} ${args.join(' ')} exited ${code ?? signal}`)),
+      );
     });
+  const node = (script: string, ...args: string[]) =>
+    exec(process.execPath, [`${paths.root}dist/bench/${script}`, ...args]);
   try {
     console.log('write tax (pgbench, 3 interleaved rounds) ...');
-    const tax = execFileSync('bash', [`${paths.root}bench/write-tax.sh`, '4', '200000'], {
-      env,
-      encoding: 'utf8',
-    });
+    const tax = await exec('bash', [`${paths.root}bench/write-tax.sh`, '4', '200000']);
     const rounds = [...tax.matchAll(/round=(\d) op=(\w+) variant=(\w+) tps=([\d.]+)/g)].map((m) => ({
       round: Number(m[1]),
       op: m[2]!,
@@ -69,20 +77,20 @@ async function main() {
     /** met / not met against a minimum ratio. */
     const met = (x: number, min: number) => (x >= min ? 'met' : 'not met');
     console.log('relay (drain, latency) ...');
-    const relay = lastJson(node('relay.js'));
+    const relay = lastJson(await node('relay.js'));
     console.log('local Certyo ingest ...');
-    const certyo = lastJson(node('local-certyo.js'));
+    const certyo = lastJson(await node('local-certyo.js'));
     console.log('verification and tamper sweep ...');
-    const verify = lastJson(node('verify.js'));
+    const verify = lastJson(await node('verify.js'));
     console.log('backfill (1,000,000 rows, live changes meanwhile) ...');
-    const backfill = lastJson(node('backfill.js'));
+    const backfill = lastJson(await node('backfill.js'));
     console.log("baselines: the guide's LISTEN/NOTIFY listener and timestamp polling ...");
-    const baselines = lastJson(node('baselines.js'));
+    const baselines = lastJson(await node('baselines.js'));
     // The long soak only when asked: npm run bench -- --soak [seconds]
     const soakAt = process.argv.indexOf('--soak');
     const soakSeconds = soakAt < 0 ? undefined : (process.argv[soakAt + 1] ?? '600');
     if (soakSeconds) console.log(`soak (${soakSeconds} s at 80% load, a snapshot held for half of it) ...`);
-    const soak = soakSeconds ? lastJson(node('soak.js', '--seconds', soakSeconds)) : undefined;
+    const soak = soakSeconds ? lastJson(await node('soak.js', '--seconds', soakSeconds)) : undefined;
     const report = {
       date: new Date().toISOString(),
       machine: `${cpus().length} x ${cpus()[0]?.model}`,

@@ -1,33 +1,39 @@
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
 -- per changed row inside the writing transaction. The payload is the whole
 -- row image; the claim removes certyo's status columns (off the write path). Arguments: table_id, the
--- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned so the payload text never
+-- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned
+-- (certyo.pin_output, only when they do not hold already) so the payload text never
 -- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 create or replace function certyo.capture()
 returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
-set timezone = 'UTC'
-set datestyle = 'ISO, YMD'
-set intervalstyle = 'postgres'
-set extra_float_digits = 1
-set bytea_output = 'hex'
 as $$
 declare
     v_payload json;
     v_version bigint;
     v_key text;
+    v_saved text[];
 begin
+    if not certyo.output_pinned() then
+        v_saved := certyo.pin_output();
+    end if;
     if tg_op = 'DELETE' then
         v_payload := row_to_json(old);
         if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
+            if v_saved is not null then
+                perform certyo.unpin_output(v_saved);
+            end if;
             return null; -- the row moved to another partition; its INSERT is the change
         end if;
         v_version := nextval('certyo.change_seq');
     else
         v_payload := row_to_json(new);
         v_version := new.certyo_record_version;
+    end if;
+    if v_saved is not null then
+        perform certyo.unpin_output(v_saved);
     end if;
     if tg_nargs = 3 then
         v_key := v_payload ->> tg_argv[2];

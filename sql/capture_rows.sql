@@ -5,8 +5,9 @@
 -- writing transaction: a 100-row statement costs one trigger call, not 100.
 -- The payload is the whole row image; the claim removes certyo's status
 -- columns (off the write path). Arguments: table_id, the table's kind, then
--- the key column names. Output settings are pinned so the payload text never
--- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+-- the key column names. Output settings are pinned (certyo.pin_output, only
+-- when they do not hold already) so the payload text never depends on the
+-- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 --   INSERT: every new row (its version was stamped by certyo.capture_before;
 --           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
@@ -15,12 +16,6 @@ returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
-set timezone = 'UTC'
-set datestyle = 'ISO, YMD'
-set intervalstyle = 'postgres'
-set extra_float_digits = 1
-set bytea_output = 'hex'
-set jit = off
 -- Index probes only (the check below): a plan made while the outbox was empty
 -- must not scan it whole once it has grown.
 set enable_seqscan = off
@@ -31,7 +26,11 @@ declare
     v_keys text[] := tg_argv[2:];
     v_late boolean;
     v_waiting boolean;
+    v_saved text[];
 begin
+    if not certyo.output_pinned() then
+        v_saved := certyo.pin_output();
+    end if;
     -- One statement writes the outbox and asks the two questions that follow
     -- (each statement more costs an executor start, a tenth of a tracked insert).
     if tg_op = 'INSERT' then
@@ -73,6 +72,9 @@ begin
             from (select row_to_json(o.*) as j from certyo_old o) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
+    end if;
+    if v_saved is not null then
+        perform certyo.unpin_output(v_saved);
     end if;
     -- What certyo.wake() does for updates: a NOTIFY only while a relay waits.
     if v_waiting then

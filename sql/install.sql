@@ -5,6 +5,7 @@
 \ir record_key.sql
 \ir record_key_slow.sql
 \ir record_payload.sql
+\ir output_settings.sql
 \ir key_match.sql
 \ir record_exists.sql
 \ir capture_before.sql

@@ -428,6 +428,72 @@ $$;
 comment on function certyo.record_payload(json, text[]) is
     'recordPayload of a captured row image: status and excluded columns removed, every value byte-exact.';
 
+-- sql/output_settings.sql
+-- The settings a payload is rendered under: TimeZone UTC, DateStyle ISO,
+-- IntervalStyle postgres, extra_float_digits 1, bytea_output hex. Capture used
+-- to pin them with SET clauses, which PostgreSQL applies and undoes at every
+-- call (a tenth of a tracked insert, more per updated row). Now capture asks
+-- whether they already hold, which is the usual case on a UTC server, and pins
+-- them only when they do not: the payload text is the same either way.
+
+-- certyo.output_pinned(): true when this session renders as capture does.
+-- DateStyle's order part (MDY, YMD) does not change ISO output. An inlinable
+-- SQL function: no SET clause, every name qualified.
+create or replace function certyo.output_pinned()
+returns boolean
+language sql
+stable
+parallel safe
+as $$
+    select pg_catalog.current_setting('TimeZone') operator(pg_catalog.=) any ('{UTC,Etc/UTC}'::text[])
+        and pg_catalog.current_setting('DateStyle') operator(pg_catalog.~~) 'ISO,%'
+        and pg_catalog.current_setting('IntervalStyle') operator(pg_catalog.=) 'postgres'
+        and pg_catalog.current_setting('extra_float_digits') operator(pg_catalog.=) '1'
+        and pg_catalog.current_setting('bytea_output') operator(pg_catalog.=) 'hex'
+$$;
+
+comment on function certyo.output_pinned() is
+    'Capture: whether the session already renders values as payloads are rendered.';
+
+-- certyo.pin_output(): sets them for the transaction (as SET LOCAL does) and
+-- returns the values they had; certyo.unpin_output(saved) sets those back.
+-- An error in between ends the (sub)transaction, which undoes both.
+create or replace function certyo.pin_output()
+returns text[]
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_saved text[] := array[current_setting('TimeZone'), current_setting('DateStyle'),
+                            current_setting('IntervalStyle'), current_setting('extra_float_digits'),
+                            current_setting('bytea_output')];
+begin
+    perform set_config('TimeZone', 'UTC', true), set_config('DateStyle', 'ISO, YMD', true),
+            set_config('IntervalStyle', 'postgres', true), set_config('extra_float_digits', '1', true),
+            set_config('bytea_output', 'hex', true);
+    return v_saved;
+end
+$$;
+
+create or replace function certyo.unpin_output(saved text[])
+returns void
+language plpgsql
+volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    perform set_config('TimeZone', saved[1], true), set_config('DateStyle', saved[2], true),
+            set_config('IntervalStyle', saved[3], true), set_config('extra_float_digits', saved[4], true),
+            set_config('bytea_output', saved[5], true);
+end
+$$;
+
+comment on function certyo.pin_output() is
+    'Capture: pin the payload output settings for the transaction; returns what they were.';
+comment on function certyo.unpin_output(text[]) is
+    'Capture: set the output settings back to what pin_output returned.';
+
 -- sql/key_match.sql
 -- certyo.key_match(table_id, key_text): the tracked table and a predicate on
 -- alias t that matches its key columns against key_text, an SQL expression
@@ -619,33 +685,39 @@ comment on function certyo.restamp_inserts(integer, bigint[], text[]) is
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
 -- per changed row inside the writing transaction. The payload is the whole
 -- row image; the claim removes certyo's status columns (off the write path). Arguments: table_id, the
--- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned so the payload text never
+-- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned
+-- (certyo.pin_output, only when they do not hold already) so the payload text never
 -- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 create or replace function certyo.capture()
 returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
-set timezone = 'UTC'
-set datestyle = 'ISO, YMD'
-set intervalstyle = 'postgres'
-set extra_float_digits = 1
-set bytea_output = 'hex'
 as $$
 declare
     v_payload json;
     v_version bigint;
     v_key text;
+    v_saved text[];
 begin
+    if not certyo.output_pinned() then
+        v_saved := certyo.pin_output();
+    end if;
     if tg_op = 'DELETE' then
         v_payload := row_to_json(old);
         if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
+            if v_saved is not null then
+                perform certyo.unpin_output(v_saved);
+            end if;
             return null; -- the row moved to another partition; its INSERT is the change
         end if;
         v_version := nextval('certyo.change_seq');
     else
         v_payload := row_to_json(new);
         v_version := new.certyo_record_version;
+    end if;
+    if v_saved is not null then
+        perform certyo.unpin_output(v_saved);
     end if;
     if tg_nargs = 3 then
         v_key := v_payload ->> tg_argv[2];
@@ -774,8 +846,9 @@ comment on function certyo.wake() is
 -- writing transaction: a 100-row statement costs one trigger call, not 100.
 -- The payload is the whole row image; the claim removes certyo's status
 -- columns (off the write path). Arguments: table_id, the table's kind, then
--- the key column names. Output settings are pinned so the payload text never
--- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+-- the key column names. Output settings are pinned (certyo.pin_output, only
+-- when they do not hold already) so the payload text never depends on the
+-- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 --   INSERT: every new row (its version was stamped by certyo.capture_before;
 --           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
@@ -784,12 +857,6 @@ returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
-set timezone = 'UTC'
-set datestyle = 'ISO, YMD'
-set intervalstyle = 'postgres'
-set extra_float_digits = 1
-set bytea_output = 'hex'
-set jit = off
 -- Index probes only (the check below): a plan made while the outbox was empty
 -- must not scan it whole once it has grown.
 set enable_seqscan = off
@@ -800,7 +867,11 @@ declare
     v_keys text[] := tg_argv[2:];
     v_late boolean;
     v_waiting boolean;
+    v_saved text[];
 begin
+    if not certyo.output_pinned() then
+        v_saved := certyo.pin_output();
+    end if;
     -- One statement writes the outbox and asks the two questions that follow
     -- (each statement more costs an executor start, a tenth of a tracked insert).
     if tg_op = 'INSERT' then
@@ -842,6 +913,9 @@ begin
             from (select row_to_json(o.*) as j from certyo_old o) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
+    end if;
+    if v_saved is not null then
+        perform certyo.unpin_output(v_saved);
     end if;
     -- What certyo.wake() does for updates: a NOTIFY only while a relay waits.
     if v_waiting then

@@ -57,7 +57,7 @@ const insertRow = `insert into zoo (id, big, dec, nan, f8, f4, ts, tstz, d, iv, 
 
 async function payloadOf(id: number): Promise<string> {
   const [row] = await db.sql`
-    select certyo.record_payload(payload, '{}')::text as p from certyo.outbox where record_id = ${String(id)}`;
+    select certyo.record_payload(payload, '{}')::text as p from certyo.outbox where record_id = ${String(id)} and op = 'I'`;
   return row!.p as string;
 }
 
@@ -109,13 +109,28 @@ describe('payload exactness', () => {
       "set timezone = 'America/Los_Angeles'; set datestyle = 'German'; set intervalstyle = 'sql_standard'; set extra_float_digits = 3; set bytea_output = 'hex'",
     ];
     const reference = await payloadOf(1);
+    const updated = async (id: number) => {
+      const [row] = await db.sql`select certyo.record_payload(payload, '{}')::text as p from certyo.outbox
+                                 where record_id = ${String(id)} and op = 'U'`;
+      return row!.p as string;
+    };
+    const session = `select current_setting('TimeZone') || current_setting('DateStyle') || current_setting('IntervalStyle')
+                            || current_setting('extra_float_digits') || current_setting('bytea_output') as s`;
+    await db.sql`update zoo set t = 'updated' where id = 1`;
+    const referenceUpdate = await updated(1);
     for (const [i, s] of settings.entries()) {
       const id = 100 + i;
       await db.sql.begin(async (tx) => {
         await tx.unsafe(s);
+        const [before] = await tx.unsafe(session);
         await tx.unsafe(insertRow, [id]);
+        await tx.unsafe(`update zoo set t = 'updated' where id = ${id}`);
+        // Capture set them for its own statements only: the session keeps its settings.
+        const [after] = await tx.unsafe(session);
+        assert.equal(after!.s, before!.s, s);
       });
       assert.equal((await payloadOf(id)).replace(`"id":${id}`, '"id":1'), reference, s);
+      assert.equal((await updated(id)).replace(`"id":${id}`, '"id":1'), referenceUpdate, s);
     }
   });
 
