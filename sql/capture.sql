@@ -16,24 +16,21 @@ declare
     v_key text;
     v_saved text[];
 begin
+    -- The rendering is all the pinned settings are for (NEW is null for a DELETE).
     if not certyo.output_pinned() then
         v_saved := certyo.pin_output();
     end if;
+    v_payload := row_to_json(coalesce(new, old));
+    if v_saved is not null then
+        perform certyo.unpin_output(v_saved);
+    end if;
     if tg_op = 'DELETE' then
-        v_payload := row_to_json(old);
         if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
-            if v_saved is not null then
-                perform certyo.unpin_output(v_saved);
-            end if;
             return null; -- the row moved to another partition; its INSERT is the change
         end if;
         v_version := nextval('certyo.change_seq');
     else
-        v_payload := row_to_json(new);
         v_version := new.certyo_record_version;
-    end if;
-    if v_saved is not null then
-        perform certyo.unpin_output(v_saved);
     end if;
     if tg_nargs = 3 then
         v_key := v_payload ->> tg_argv[2];
