@@ -8,7 +8,7 @@
 -- the key column names. Output settings are pinned (certyo.pin_output, only
 -- when they do not hold already) so the payload text never depends on the
 -- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
---   INSERT: every new row (its version was stamped by certyo.capture_before;
+--   INSERT: every new row (its version was stamped by certyo.capture_before_insert;
 --           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
 create or replace function certyo.capture_rows()
@@ -41,7 +41,9 @@ begin
                    coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                             certyo.record_key_slow(v_table, x.j)),
                    x.j
-            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
+            -- offset 0: each row rendered once (flattened, the key and the
+            -- payload would each render it, a sixth of a single-row insert)
+            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
         )
         -- Each row's version was drawn before the unique index made it wait for a
         -- transaction deleting the same key, if one did. A delete of this table
@@ -69,7 +71,7 @@ begin
                    coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                             certyo.record_key_slow(v_table, x.j)),
                    x.j
-            from (select row_to_json(o.*) as j from certyo_old o) as x
+            from (select row_to_json(o.*) as j from certyo_old o offset 0) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
     end if;

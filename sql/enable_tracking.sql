@@ -177,23 +177,21 @@ begin
     v_args := (select string_agg(quote_literal(a), ', ')
                from unnest(array[v_table_id::text, case v_rel.relkind when 'p' then 'partitioned' else 'table' end]
                            || v_key_names::text[]) as a);
-    -- The BEFORE trigger is skipped, without a call, for the relay's status write-back:
-    -- write_status runs as certyo's owner with certyo.status_write on, at trigger depth 0
-    -- (an update a user's trigger makes from inside it is depth 1: versioned as usual), in
-    -- a session of a certyo_relay member. Anyone can set the setting, and an application's
-    -- SECURITY DEFINER function may run as the same owner (a superuser, say): the session
-    -- check keeps such a call from skipping capture. Other write-backs (the tamper sweep's)
-    -- take the full trigger, which accepts them. The owner's name is fixed here: after
-    -- certyo changes owner, write-backs take the full trigger until tracking is enabled again.
-    -- Inserts take it without a WHEN clause: no write-back inserts, and a WHEN clause
-    -- is read back from its stored text by every statement (a tenth of a tracked insert).
+    -- No BEFORE trigger has a WHEN clause: PostgreSQL reads a WHEN clause back from
+    -- its stored text in every statement (this one cost a single-row UPDATE more than
+    -- the trigger it guarded). capture_before() lets the relay's status write-back
+    -- through at its first line instead: write_status runs as certyo's owner with
+    -- certyo.status_write on, at trigger depth 0 (an update a user's trigger makes from
+    -- inside it is depth 1: versioned as usual), in a session of a certyo_relay member.
+    -- Anyone can set the setting, and an application's SECURITY DEFINER function may run
+    -- as the same owner (a superuser, say): the session check keeps such a call from
+    -- skipping capture. Other write-backs (the tamper sweep's) take the full trigger, which
+    -- accepts them. The owner's name is fixed here (the trigger's argument): after certyo
+    -- changes owner, write-backs take the full trigger until tracking is enabled again.
     execute format('create trigger certyo_before_insert before insert on %I.%I for each row'
-                   ' execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
+                   ' execute function certyo.capture_before_insert()', v_rel.schema_name, v_rel.table_name);
     execute format('create trigger certyo_before before update on %I.%I for each row'
-                   ' when (pg_catalog.current_setting(''certyo.status_write'', true) is distinct from ''on'''
-                   ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
-                   ' or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member''))'
-                   ' execute function certyo.capture_before()',
+                   ' execute function certyo.capture_before(%L)',
                    v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
     -- Inserts and deletes of ordinary tables: statement-level triggers with transition
     -- tables, one set-based outbox INSERT per statement. Partitioned tables: row-level
@@ -211,18 +209,19 @@ begin
     -- Updates: a row trigger whose WHEN clause skips status write-backs (the version is
     -- unchanged) without calling anything, so the relay's write-back stays cheap. It
     -- skips a backfill's stamp too: certyo.backfill_step writes those changes to the
-    -- outbox itself, set-based, from the stamp's RETURNING. A stamp is known as the
-    -- BEFORE trigger knows a write-back: an update made by certyo's owner at trigger
-    -- depth 0 in a certyo_relay member's session, here while certyo.backfill names this
-    -- table. Setting certyo.backfill anywhere else skips nothing.
+    -- outbox itself, set-based, from the stamp's RETURNING. A stamp is an update at
+    -- trigger depth 0 while certyo.backfill names this table; capture_before() clears
+    -- certyo.backfill for any update but one made by certyo's owner in a certyo_relay
+    -- member's session, before this clause is evaluated, so setting it anywhere else
+    -- skips nothing. (Those two checks live there, not here, to keep this clause short:
+    -- it is read back from its text in every statement.)
     if 'update' = any (v_ops) then
         execute format('create trigger certyo_capture_update after update on %I.%I for each row'
                        ' when (old.certyo_record_version is distinct from new.certyo_record_version'
                        ' and (pg_catalog.current_setting(''certyo.backfill'', true) is distinct from %L'
-                       '      or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
-                       '      or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member'')))'
+                       '      or pg_catalog.pg_trigger_depth() <> 0))'
                        ' execute function certyo.capture(%s)',
-                       v_rel.schema_name, v_rel.table_name, v_table_id, v_certyo_owner::regrole::name, v_args);
+                       v_rel.schema_name, v_rel.table_name, v_table_id, v_args);
     end if;
     -- A key changed by UPDATE: the old record ends with a delete (see capture_key_change).
     -- Named to fire after certyo_capture_update. Nothing to compare when deletes are

@@ -11,7 +11,7 @@ grant usage on sequence certyo.change_seq to public;
 -- certyo_admin: table owners who turn tracking on and off.
 grant execute on function certyo.enable_tracking(regclass, name[], text, text[], name[], boolean) to certyo_admin;
 grant execute on function certyo.disable_tracking(regclass, boolean) to certyo_admin;
-grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.capture_key_change(),
+grant execute on function certyo.capture_before_insert(), certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.capture_key_change(),
     certyo.wake(), certyo.refuse_truncate() to certyo_admin;
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;

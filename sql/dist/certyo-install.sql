@@ -557,12 +557,21 @@ end
 $$;
 
 -- sql/capture_before.sql
--- certyo.capture_before(): BEFORE INSERT OR UPDATE row trigger on tracked tables.
--- Stamps each real change with a new version and resets its status; lets an
--- UPDATE that changes only status columns through untouched (the relay's
--- write-back) and refuses it from anyone but the certyo owner; an UPDATE that
--- changes nothing at all is not a change.
+-- certyo.capture_before_insert(): BEFORE INSERT row trigger on tracked tables;
+-- certyo.capture_before(owner): BEFORE UPDATE row trigger (it still handles
+-- INSERT, and no argument, for tables tracked before capture_before_insert).
+-- Each stamps every real change with a new version and resets its status;
+-- capture_before lets an UPDATE that changes only status columns through
+-- untouched (the relay's write-back) and refuses it from anyone but the certyo
+-- owner; an UPDATE that changes nothing at all is not a change.
 -- SECURITY INVOKER on purpose: current_user must be the writer, not the owner.
+--
+-- No SET search_path clause: PostgreSQL applies and undoes one at every call,
+-- which cost more than these bodies (14k of 36k instructions per inserted
+-- row). Instead every function, operator, type and relation that decides
+-- anything is named with its schema, so objects a writer plants on its
+-- search_path (a public."=" that always answers true, say) are never used
+-- (IS DISTINCT FROM would take the session's "=": not used here).
 --
 -- Never assign to a field of OLD, or of a copy of it. PostgreSQL 13 to 15
 -- crash (signal 11 in pfree) when PL/pgSQL replaces a record field whose
@@ -572,24 +581,71 @@ $$;
 -- once NEW is known to differ from OLD, so NEW is a row the executor (or an
 -- earlier trigger) built in full, never OLD handed on unchanged. Test:
 -- test/sql/pg-bugs.test.ts.
+create or replace function certyo.capture_before_insert()
+returns trigger
+language plpgsql
+as $$
+begin
+    new.certyo_record_version := pg_catalog.nextval('certyo.change_seq'::pg_catalog.regclass);
+    -- Status given with the row (a copy of another tracked row, a forgery): reset.
+    if new.certyo_record_hash is not null or new.certyo_verified_at is not null
+        or not coalesce(new.certyo_anchor_status operator(pg_catalog.=) 'pending', false)
+    then
+        new.certyo_record_hash := null;
+        new.certyo_anchor_status := 'pending';
+        new.certyo_verified_at := null;
+    end if;
+    return new;
+end
+$$;
+
+comment on function certyo.capture_before_insert() is
+    'BEFORE INSERT row trigger of tracked tables: versions each new row and resets its status.';
+
 create or replace function certyo.capture_before()
 returns trigger
 language plpgsql
-set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if tg_op = 'UPDATE' then
-        if old.certyo_record_hash is not distinct from new.certyo_record_hash
-            and old.certyo_anchor_status is not distinct from new.certyo_anchor_status
-            and old.certyo_verified_at is not distinct from new.certyo_verified_at
-            and old.certyo_record_version is not distinct from new.certyo_record_version
+    if tg_op operator(pg_catalog.=) 'UPDATE' then
+        -- The relay's status write-back (see enable_tracking; the argument is certyo's
+        -- owner). Tables tracked before this check skip the call by a WHEN clause.
+        if pg_catalog.current_setting('certyo.status_write', true) operator(pg_catalog.=) 'on'
+            and tg_nargs operator(pg_catalog.>) 0
+            and pg_catalog.pg_trigger_depth() operator(pg_catalog.=) 1
+            and current_user operator(pg_catalog.=) tg_argv[0]::pg_catalog.name
+            and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member')
+        then
+            return new;
+        end if;
+        -- certyo.backfill makes the update trigger skip a backfill's stamp. Set by anyone
+        -- but certyo's own functions in a relay's session, it skips nothing: cleared here,
+        -- before the update trigger's WHEN clause reads it.
+        if pg_catalog.current_setting('certyo.backfill', true) operator(pg_catalog.<>) ''
+            and not (current_user operator(pg_catalog.=) (
+                         select n.nspowner::pg_catalog.regrole::pg_catalog.name
+                         from pg_catalog.pg_namespace n
+                         where n.nspname operator(pg_catalog.=) 'certyo')
+                     and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member'))
+        then
+            perform pg_catalog.set_config('certyo.backfill', '', true);
+        end if;
+        -- Status unchanged (each "not distinct", spelled with pg_catalog's "=")?
+        if (old.certyo_record_version operator(pg_catalog.=) new.certyo_record_version
+                or (old.certyo_record_version is null and new.certyo_record_version is null))
+            and (old.certyo_anchor_status operator(pg_catalog.=) new.certyo_anchor_status
+                or (old.certyo_anchor_status is null and new.certyo_anchor_status is null))
+            and (old.certyo_record_hash operator(pg_catalog.=) new.certyo_record_hash
+                or (old.certyo_record_hash is null and new.certyo_record_hash is null))
+            and (old.certyo_verified_at operator(pg_catalog.=) new.certyo_verified_at
+                or (old.certyo_verified_at is null and new.certyo_verified_at is null))
         then
             -- Binary image comparison (*=) works for every type, json and xml included.
             if old operator(pg_catalog.*=) new then
                 -- Nothing changed at all (set x = x): not a change, keep the status.
                 return new;
             end if;
-        elsif json_populate_record(old, json_build_object(
+        elsif pg_catalog.json_populate_record(old, pg_catalog.json_build_object(
                   'certyo_record_hash', new.certyo_record_hash,
                   'certyo_anchor_status', new.certyo_anchor_status,
                   'certyo_verified_at', new.certyo_verified_at,
@@ -597,11 +653,15 @@ begin
               operator(pg_catalog.*=) new
         then
             -- Only status columns changed (OLD with NEW's status is NEW).
-            if current_user = (select n.nspowner::regrole::name from pg_namespace n where n.nspname = 'certyo') then
+            if current_user operator(pg_catalog.=) (
+                   select n.nspowner::pg_catalog.regrole::pg_catalog.name
+                   from pg_catalog.pg_namespace n
+                   where n.nspname operator(pg_catalog.=) 'certyo')
+            then
                 -- Status write-back from certyo's own functions.
                 return new;
             end if;
-            raise exception 'certyo status columns of % are maintained by certyo', tg_relid::regclass
+            raise exception 'certyo status columns of % are maintained by certyo', tg_relid::pg_catalog.regclass
                 using errcode = '42501',
                       detail = 'certyo_record_hash, certyo_anchor_status, certyo_verified_at and certyo_record_version are written only by the relay.',
                       hint = 'Update the row''s own columns; its status returns to pending and the new version is captured.';
@@ -610,13 +670,13 @@ begin
     new.certyo_record_hash := null;
     new.certyo_anchor_status := 'pending';
     new.certyo_verified_at := null;
-    new.certyo_record_version := nextval('certyo.change_seq');
+    new.certyo_record_version := pg_catalog.nextval('certyo.change_seq'::pg_catalog.regclass);
     return new;
 end
 $$;
 
 comment on function certyo.capture_before() is
-    'BEFORE row trigger of tracked tables: versions each change, resets its status, guards the status columns.';
+    'BEFORE UPDATE row trigger of tracked tables: versions each change, resets its status, guards the status columns.';
 
 -- sql/restamp_inserts.sql
 -- certyo.restamp_inserts(table_id, versions, record_ids): of these just
@@ -846,7 +906,7 @@ comment on function certyo.wake() is
 -- the key column names. Output settings are pinned (certyo.pin_output, only
 -- when they do not hold already) so the payload text never depends on the
 -- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
---   INSERT: every new row (its version was stamped by certyo.capture_before;
+--   INSERT: every new row (its version was stamped by certyo.capture_before_insert;
 --           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
 create or replace function certyo.capture_rows()
@@ -879,7 +939,9 @@ begin
                    coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                             certyo.record_key_slow(v_table, x.j)),
                    x.j
-            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n) as x
+            -- offset 0: each row rendered once (flattened, the key and the
+            -- payload would each render it, a sixth of a single-row insert)
+            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
         )
         -- Each row's version was drawn before the unique index made it wait for a
         -- transaction deleting the same key, if one did. A delete of this table
@@ -907,7 +969,7 @@ begin
                    coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
                             certyo.record_key_slow(v_table, x.j)),
                    x.j
-            from (select row_to_json(o.*) as j from certyo_old o) as x
+            from (select row_to_json(o.*) as j from certyo_old o offset 0) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
     end if;
@@ -1440,23 +1502,21 @@ begin
     v_args := (select string_agg(quote_literal(a), ', ')
                from unnest(array[v_table_id::text, case v_rel.relkind when 'p' then 'partitioned' else 'table' end]
                            || v_key_names::text[]) as a);
-    -- The BEFORE trigger is skipped, without a call, for the relay's status write-back:
-    -- write_status runs as certyo's owner with certyo.status_write on, at trigger depth 0
-    -- (an update a user's trigger makes from inside it is depth 1: versioned as usual), in
-    -- a session of a certyo_relay member. Anyone can set the setting, and an application's
-    -- SECURITY DEFINER function may run as the same owner (a superuser, say): the session
-    -- check keeps such a call from skipping capture. Other write-backs (the tamper sweep's)
-    -- take the full trigger, which accepts them. The owner's name is fixed here: after
-    -- certyo changes owner, write-backs take the full trigger until tracking is enabled again.
-    -- Inserts take it without a WHEN clause: no write-back inserts, and a WHEN clause
-    -- is read back from its stored text by every statement (a tenth of a tracked insert).
+    -- No BEFORE trigger has a WHEN clause: PostgreSQL reads a WHEN clause back from
+    -- its stored text in every statement (this one cost a single-row UPDATE more than
+    -- the trigger it guarded). capture_before() lets the relay's status write-back
+    -- through at its first line instead: write_status runs as certyo's owner with
+    -- certyo.status_write on, at trigger depth 0 (an update a user's trigger makes from
+    -- inside it is depth 1: versioned as usual), in a session of a certyo_relay member.
+    -- Anyone can set the setting, and an application's SECURITY DEFINER function may run
+    -- as the same owner (a superuser, say): the session check keeps such a call from
+    -- skipping capture. Other write-backs (the tamper sweep's) take the full trigger, which
+    -- accepts them. The owner's name is fixed here (the trigger's argument): after certyo
+    -- changes owner, write-backs take the full trigger until tracking is enabled again.
     execute format('create trigger certyo_before_insert before insert on %I.%I for each row'
-                   ' execute function certyo.capture_before()', v_rel.schema_name, v_rel.table_name);
+                   ' execute function certyo.capture_before_insert()', v_rel.schema_name, v_rel.table_name);
     execute format('create trigger certyo_before before update on %I.%I for each row'
-                   ' when (pg_catalog.current_setting(''certyo.status_write'', true) is distinct from ''on'''
-                   ' or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
-                   ' or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member''))'
-                   ' execute function certyo.capture_before()',
+                   ' execute function certyo.capture_before(%L)',
                    v_rel.schema_name, v_rel.table_name, v_certyo_owner::regrole::name);
     -- Inserts and deletes of ordinary tables: statement-level triggers with transition
     -- tables, one set-based outbox INSERT per statement. Partitioned tables: row-level
@@ -1474,18 +1534,19 @@ begin
     -- Updates: a row trigger whose WHEN clause skips status write-backs (the version is
     -- unchanged) without calling anything, so the relay's write-back stays cheap. It
     -- skips a backfill's stamp too: certyo.backfill_step writes those changes to the
-    -- outbox itself, set-based, from the stamp's RETURNING. A stamp is known as the
-    -- BEFORE trigger knows a write-back: an update made by certyo's owner at trigger
-    -- depth 0 in a certyo_relay member's session, here while certyo.backfill names this
-    -- table. Setting certyo.backfill anywhere else skips nothing.
+    -- outbox itself, set-based, from the stamp's RETURNING. A stamp is an update at
+    -- trigger depth 0 while certyo.backfill names this table; capture_before() clears
+    -- certyo.backfill for any update but one made by certyo's owner in a certyo_relay
+    -- member's session, before this clause is evaluated, so setting it anywhere else
+    -- skips nothing. (Those two checks live there, not here, to keep this clause short:
+    -- it is read back from its text in every statement.)
     if 'update' = any (v_ops) then
         execute format('create trigger certyo_capture_update after update on %I.%I for each row'
                        ' when (old.certyo_record_version is distinct from new.certyo_record_version'
                        ' and (pg_catalog.current_setting(''certyo.backfill'', true) is distinct from %L'
-                       '      or pg_catalog.pg_trigger_depth() <> 0 or current_user <> %L'
-                       '      or not pg_catalog.pg_has_role(session_user, ''certyo_relay'', ''member'')))'
+                       '      or pg_catalog.pg_trigger_depth() <> 0))'
                        ' execute function certyo.capture(%s)',
-                       v_rel.schema_name, v_rel.table_name, v_table_id, v_certyo_owner::regrole::name, v_args);
+                       v_rel.schema_name, v_rel.table_name, v_table_id, v_args);
     end if;
     -- A key changed by UPDATE: the old record ends with a delete (see capture_key_change).
     -- Named to fire after certyo_capture_update. Nothing to compare when deletes are
@@ -2729,7 +2790,7 @@ grant usage on sequence certyo.change_seq to public;
 -- certyo_admin: table owners who turn tracking on and off.
 grant execute on function certyo.enable_tracking(regclass, name[], text, text[], name[], boolean) to certyo_admin;
 grant execute on function certyo.disable_tracking(regclass, boolean) to certyo_admin;
-grant execute on function certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.capture_key_change(),
+grant execute on function certyo.capture_before_insert(), certyo.capture_before(), certyo.capture(), certyo.capture_rows(), certyo.capture_key_change(),
     certyo.wake(), certyo.refuse_truncate() to certyo_admin;
 grant execute on function certyo.drop_triggers(regclass) to certyo_admin;
 grant select, insert, update on certyo.tracked_table to certyo_admin;

@@ -93,7 +93,7 @@ describe('privileges', () => {
       await tx`select set_config('certyo.disabled', 'on', true), set_config('certyo.bypass', 'true', true)`;
       // The setting the relay's write-back runs with skips the trigger only for certyo's owner in a relay's session.
       await tx`select set_config('certyo.status_write', 'on', true)`;
-      // The backfill's label: the update is still captured (as an upsert: the row as it is).
+      // The setting a backfill's stamp runs with: the update is still captured (certyo_before clears it).
       await tx`select set_config('certyo.backfill', ${tableId}, true)`;
       await tx`insert into orders values (4, 4)`;
       await tx`update orders set total = 5 where id = 4`;
@@ -158,7 +158,52 @@ describe('privileges', () => {
     assert.ok(row!.positive);
     assert.doesNotMatch(row!.payload, /hijacked/);
   });
+
+  test('operators planted on the search path decide nothing in the BEFORE triggers', async () => {
+    // The BEFORE triggers run as the writer without a SET search_path: an "=" that
+    // always answers true would keep a forged status on insert, or pass a status-only
+    // update off as certyo's owner's write-back, if they used the session's operators.
+    await app.unsafe(`
+      create function public.always(text, text) returns boolean language sql as 'select true';
+      create operator public.= (leftarg = text, rightarg = text, function = public.always);
+      create function public.always(name, name) returns boolean language sql as 'select true';
+      create operator public.= (leftarg = name, rightarg = name, function = public.always);
+      create function public.always(bigint, bigint) returns boolean language sql as 'select true';
+      create operator public.= (leftarg = bigint, rightarg = bigint, function = public.always);
+    `);
+    // A new session, so that capture plans its expressions under this search path.
+    const planted = postgres(db.urlAs('certyo_test_app'), {
+      max: 1,
+      onnotice: () => {},
+      connection: { search_path: 'public, pg_catalog' },
+    });
+    try {
+      await checkPlanted(planted);
+    } finally {
+      await planted.end();
+    }
+  });
 });
+
+// Writes through a session whose search path puts the planted operators first.
+async function checkPlanted(app: Sql) {
+  await app`insert into orders (id, total, certyo_anchor_status) values (6, 6, 'anchored')`;
+  const [inserted] =
+    await db.sql`select certyo_anchor_status as s, certyo_record_hash as h from orders where id = 6`;
+  assert.deepEqual([inserted!.s, inserted!.h], ['pending', null]);
+  await assert.rejects(app`update orders set certyo_anchor_status = 'anchored' where id = 6`, denied);
+  const [old] = await db.sql`select certyo_record_version::text as v from orders where id = 6`;
+  await app`update orders set total = 7 where id = 6`;
+  const [updated] =
+    await db.sql`select certyo_record_version::text as v, certyo_anchor_status as s from orders where id = 6`;
+  assert.notEqual(updated!.v, old!.v, 'the update got a new version');
+  const captured =
+    await db.sql`select payload->>'total' as total from certyo.outbox where id = ${updated!.v}::bigint`;
+  assert.deepEqual(
+    captured.map((r) => r.total),
+    ['7'],
+  );
+}
 
 describe('catalog', () => {
   test('every SECURITY DEFINER function pins search_path to pg_catalog, pg_temp', async () => {
