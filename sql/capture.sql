@@ -47,8 +47,11 @@ begin
             case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
                  else substr(tg_op, 1, 1) end::"char",
             v_key, v_payload);
+    if tg_op = 'DELETE' then
+        -- After the delete's version is drawn (see certyo.delete_clock, capture_rows).
+        perform nextval('certyo.delete_clock');
     -- An insert that waited for a transaction deleting the same key (see capture_rows.sql).
-    if tg_op = 'INSERT' then
+    elsif tg_op = 'INSERT' then
         perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);
     end if;
     return null;

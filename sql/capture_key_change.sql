@@ -33,6 +33,8 @@ begin
     end if;
     insert into certyo.outbox (id, table_id, op, record_id, payload)
     values (nextval('certyo.change_seq'), tg_argv[0]::integer, 'D', v_key, v_payload);
+    -- After the delete's version is drawn (see certyo.delete_clock, capture_rows).
+    perform nextval('certyo.delete_clock');
     -- capture() wrote the update under the row's version (and only when updates are
     -- captured: otherwise the new record's insert is not captured either).
     update certyo.outbox o set op = 'I' where o.id = new.certyo_record_version and o.op = 'U';

@@ -354,6 +354,18 @@ alter table certyo.receipt add column payload json;
 insert into certyo.pgmigrations (name, run_on) values ('1763800000012_receipt-payload', now());
 \endif
 
+-- migration 1763800000013_delete-clock
+select not exists (select from certyo.pgmigrations where name = '1763800000013_delete-clock') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- A count of captured deletes, advanced after each delete's version is drawn.
+-- An insert's capture probes the outbox and the receipts for a later delete of
+-- its table (restamp_inserts) only when this clock moved since its session
+-- last looked: a probe was a fifth of a single-row insert's cost.
+create sequence certyo.delete_clock as bigint cache 1;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000013_delete-clock', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
 
 -- sql/record_key.sql
@@ -791,8 +803,11 @@ begin
             case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
                  else substr(tg_op, 1, 1) end::"char",
             v_key, v_payload);
+    if tg_op = 'DELETE' then
+        -- After the delete's version is drawn (see certyo.delete_clock, capture_rows).
+        perform nextval('certyo.delete_clock');
     -- An insert that waited for a transaction deleting the same key (see capture_rows.sql).
-    if tg_op = 'INSERT' then
+    elsif tg_op = 'INSERT' then
         perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);
     end if;
     return null;
@@ -838,6 +853,8 @@ begin
     end if;
     insert into certyo.outbox (id, table_id, op, record_id, payload)
     values (nextval('certyo.change_seq'), tg_argv[0]::integer, 'D', v_key, v_payload);
+    -- After the delete's version is drawn (see certyo.delete_clock, capture_rows).
+    perform nextval('certyo.delete_clock');
     -- capture() wrote the update under the row's version (and only when updates are
     -- captured: otherwise the new record's insert is not captured either).
     update certyo.outbox o set op = 'I' where o.id = new.certyo_record_version and o.op = 'U';
@@ -914,9 +931,6 @@ returns trigger
 language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
--- Index probes only (the check below): a plan made while the outbox was empty
--- must not scan it whole once it has grown.
-set enable_seqscan = off
 as $$
 declare
     v_table integer := tg_argv[0]::integer;
@@ -925,6 +939,10 @@ declare
     v_late boolean;
     v_waiting boolean;
     v_saved text[];
+    v_clock bigint;
+    v_start bigint;
+    v_seen text[];
+    v_seqscan text;
 begin
     if not certyo.output_pinned() then
         v_saved := certyo.pin_output();
@@ -932,31 +950,63 @@ begin
     -- One statement writes the outbox and asks the two questions that follow
     -- (each statement more costs an executor start, a tenth of a tracked insert).
     if tg_op = 'INSERT' then
-        with ins as (
-            -- In version order already: the BEFORE trigger drew them row by row.
-            insert into certyo.outbox (id, table_id, op, record_id, payload)
-            select x.v, v_table, 'I',
-                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
-                            certyo.record_key_slow(v_table, x.j)),
-                   x.j
-            -- offset 0: each row rendered once (flattened, the key and the
-            -- payload would each render it, a sixth of a single-row insert)
-            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
-        )
         -- Each row's version was drawn before the unique index made it wait for a
         -- transaction deleting the same key, if one did. A delete of this table
         -- with a higher version, visible now, may be such a one: it committed
-        -- first. Those rows are stamped again (restamp_inserts). Two probes of
-        -- partial indexes per statement; READ COMMITTED sees the delete (a
-        -- REPEATABLE READ snapshot does not, see README). The outbox rows written
-        -- here are inserts, which the probe need not see.
-        select exists (select from certyo.outbox d
-                       where d.op = 'D' and d.table_id = v_table and d.id > f.v)
-               or exists (select from certyo.receipt r
-                          where r.op = 'D' and r.table_id = v_table and r.id > f.v),
-               exists (select from certyo.waiting_relay)
-        from (select min(n.certyo_record_version) as v from certyo_new n) as f
-        into v_late, v_waiting;
+        -- first. Those rows are stamped again (restamp_inserts). Finding them takes
+        -- two probes (the outbox and the receipts, a fifth of a single-row insert),
+        -- made only when certyo.delete_clock moved since this session last looked:
+        -- every delete advances it after drawing its version, so a delete with a
+        -- higher version than any row here advanced it after those rows were drawn.
+        -- The session remembers the clock as it read it before probing, and the
+        -- statement that read it (certyo.deletes_seen: clock/statement start in
+        -- microseconds). Only another client statement's memory counts (one the
+        -- session ran before this one, whatever the clock says): a statement
+        -- nested in this one (a function in a default, say) may have looked after
+        -- some of these rows were drawn. Compared as text, so that a setting made
+        -- by hand can never make the write fail. READ COMMITTED sees the delete
+        -- (a REPEATABLE READ snapshot does not, see README).
+        v_clock := coalesce(pg_sequence_last_value('certyo.delete_clock'), 0);
+        v_start := (extract(epoch from statement_timestamp()) * 1000000)::bigint;
+        v_seen := string_to_array(current_setting('certyo.deletes_seen', true), '/');
+        if cardinality(v_seen) = 2 and v_seen[1] = v_clock::text and v_seen[2] <> v_start::text then
+            with ins as (
+                -- In version order already: the BEFORE trigger drew them row by row.
+                insert into certyo.outbox (id, table_id, op, record_id, payload)
+                select x.v, v_table, 'I',
+                       coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                                certyo.record_key_slow(v_table, x.j)),
+                       x.j
+                -- offset 0: each row rendered once (flattened, the key and the
+                -- payload would each render it, a sixth of a single-row insert)
+                from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
+            )
+            select false, exists (select from certyo.waiting_relay) into v_late, v_waiting;
+        else
+            -- Index probes only: a plan made while the outbox was empty must not scan
+            -- it whole once it has grown. Set for this statement (it is planned
+            -- inside), not as a SET clause, which would cost every call.
+            v_seqscan := current_setting('enable_seqscan');
+            perform set_config('enable_seqscan', 'off', true);
+            with ins as (
+                insert into certyo.outbox (id, table_id, op, record_id, payload)
+                select x.v, v_table, 'I',
+                       coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                                certyo.record_key_slow(v_table, x.j)),
+                       x.j
+                from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
+            )
+            -- The outbox rows written here are inserts, which the probes need not see.
+            select exists (select from certyo.outbox d
+                           where d.op = 'D' and d.table_id = v_table and d.id > f.v)
+                   or exists (select from certyo.receipt r
+                              where r.op = 'D' and r.table_id = v_table and r.id > f.v),
+                   exists (select from certyo.waiting_relay)
+            from (select min(n.certyo_record_version) as v from certyo_new n) as f
+            into v_late, v_waiting;
+            perform set_config('enable_seqscan', v_seqscan, true);
+            perform set_config('certyo.deletes_seen', v_clock || '/' || v_start, false);
+        end if;
         if v_late then
             perform certyo.restamp_inserts(v_table, array_agg(o.id), array_agg(o.record_id))
             from certyo.outbox o
@@ -972,6 +1022,8 @@ begin
             from (select row_to_json(o.*) as j from certyo_old o offset 0) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
+        -- After the deletes' versions are drawn (see the insert branch).
+        perform nextval('certyo.delete_clock');
     end if;
     if v_saved is not null then
         perform certyo.unpin_output(v_saved);

@@ -66,11 +66,18 @@ async function history(table: string) {
  * T1 deletes rows 1 and 2 in one statement and is held on row 2 (T3 locks it),
  * so T2's insert of key 1 draws its version, then waits for T1 at the unique index.
  */
-async function deleteHeldWhileInserting(table: string, insert: string, whileWaiting?: () => Promise<void>) {
+async function deleteHeldWhileInserting(
+  table: string,
+  insert: string,
+  whileWaiting?: () => Promise<void>,
+  warm = false,
+) {
   await db.sql.unsafe(`insert into ${table} values (1, 0), (2, 0)`);
   const t3 = session();
   const t1 = session();
   const t2 = session();
+  // A session that inserted before remembers the delete clock: the probe must still be made.
+  if (warm) await t2.unsafe(`insert into ${table} values (50, 0)`);
   const hold = await t3.reserve();
   await hold`begin`;
   await hold.unsafe(`select from ${table} where id = 2 for update`);
@@ -102,6 +109,13 @@ describe('an insert that waited for a delete of the same key', () => {
       assert.equal(h.row!.v, h.versions[2], 'the row carries the version of its insert');
     });
   }
+
+  test('INSERT from a session that inserted before: its version comes after the delete', async () => {
+    await deleteHeldWhileInserting('t', 'insert into t values (1, 99)', undefined, true);
+    const h = await history('t');
+    assert.equal(h.ops, 'IDI', JSON.stringify(h));
+    assert.equal(h.row!.v, h.versions[2], 'the row carries the version of its insert');
+  });
 
   test('the delete was already delivered when the insert went on: still ordered after it', async () => {
     const token = '00000000-0000-4000-8000-0000000000a1';

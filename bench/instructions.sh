@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Instructions per statement of capture, counted by valgrind's callgrind in a
+# single-user PostgreSQL backend: deterministic, so it shows a change of a few
+# percent that pgbench on a noisy 2-core machine cannot. It counts CPU work
+# only (no waits, no fsync, no contention): pgbench's ratios stay the measure.
+# Tables: untracked, naive (one AFTER ROW trigger inserting row_to_json into a
+# bigserial outbox) and tracked (certyo). Statements, each in a loop of n inside
+# one DO block: insert (one row), insert100 (one 100-row INSERT), update (one
+# row by primary key). Needs valgrind and the server binaries (PG_BIN, default
+# pg_config --bindir); builds its own cluster in a temporary directory.
+# Usage: bench/instructions.sh [n]    (run as root: the cluster runs as postgres)
+set -euo pipefail
+n=${1:-1000}
+here=$(cd "$(dirname "$0")" && pwd)
+bin=${PG_BIN:-$(pg_config --bindir)}
+dir=$(mktemp -d)
+as() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres "$dir"
+trap 'as "$bin/pg_ctl" -D "$dir/data" stop -m immediate >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+as "$bin/initdb" -D "$dir/data" -A trust -U postgres >/dev/null
+port=$((20000 + RANDOM % 20000))
+as "$bin/pg_ctl" -D "$dir/data" -o "-p $port -k $dir -c listen_addresses=127.0.0.1" -l "$dir/log" -w start >/dev/null
+url="postgres://postgres@127.0.0.1:$port/postgres"
+DATABASE_URL=$url node "$here/../bin/certyo-pg.js" migrate >/dev/null
+psql -qX "$url" >/dev/null <<'SQL'
+create table untracked (id bigserial primary key, name text not null, price numeric(12,2), qty int, created timestamptz default now(), attrs json);
+create table naive (like untracked including all);
+create table tracked (like untracked including all);
+select certyo.enable_tracking('tracked');
+create table naive_outbox (id bigserial primary key, tbl text not null, op text not null, payload json not null, created timestamptz not null default now());
+create function naive_capture() returns trigger language plpgsql as $$
+begin
+  insert into public.naive_outbox (tbl, op, payload) values (tg_table_name, tg_op, row_to_json(coalesce(new, old)));
+  return null;
+end $$;
+create trigger naive_capture after insert or update or delete on naive for each row execute function naive_capture();
+SQL
+# Rows 1..1000 in each table for the updates (the tables share untracked's id sequence).
+for t in untracked naive tracked; do
+  psql -qX "$url" -c "insert into $t (id, name, price, qty, attrs) select g, 'w', 1, 1, null from generate_series(1, 1000) g" >/dev/null
+done
+psql -qX "$url" -c "select setval('untracked_id_seq', 1000)" >/dev/null
+as "$bin/pg_ctl" -D "$dir/data" stop -m fast >/dev/null
+row="'widget', 19.99, 3, '{\"color\":\"red\"}'"
+declare -A loop=(
+  [insert]="insert into %s (name, price, qty, attrs) values ($row)"
+  [insert100]="insert into %s (name, price, qty, attrs) select $row from generate_series(1, 100)"
+  [update]="update %s set qty = qty + 1 where id = 1 + i %% 1000"
+)
+printf '%-10s %12s %12s %12s\n' statement untracked naive tracked
+for op in insert insert100 update; do
+  line=$(printf '%-10s' "$op")
+  k=$n; [ "$op" = insert100 ] && k=$(((n + 9) / 10)) # a tenth as many 100-row statements
+  for t in untracked naive tracked; do
+    # The first statements load catalogs and plans; only the DO block is counted.
+    stmt=$(printf "${loop[$op]}" "$t")
+    printf '%s;\ndo $$ begin for i in 1..%s loop %s; end loop; end $$;\n' "${stmt//i %/1 %}" "$k" "$stmt" > "$dir/in.sql"
+    as valgrind --tool=callgrind --toggle-collect=plpgsql_inline_handler --callgrind-out-file="$dir/cg.out" \
+      "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off postgres < "$dir/in.sql" > "$dir/run.log" 2>&1
+    ir=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}')
+    line+=$(printf ' %12s' "$((ir / k))")
+  done
+  echo "$line"
+done
+echo "(instructions per statement; n=$n)"
