@@ -178,7 +178,14 @@ async function main() {
       [
         'WAL bytes per single-row INSERT',
         '<= 2x untracked',
-        `untracked ${wal.untracked}, tracked ${wal.tracked} (${r2(wal.tracked! / wal.untracked!)}x), ${wal.tracked! <= 2 * wal.untracked! ? 'met' : 'not met'}; naive outbox ${wal.naive}, NOTIFY trigger ${wal.notify}, polling ${wal.polling}`,
+        `untracked ${wal.untracked}, tracked ${wal.tracked} (${r2(wal.tracked! / wal.untracked!)}x), ${
+          // Tracked writes what untracked does and more: less means other WAL in a window.
+          wal.tracked! < wal.untracked!
+            ? 'not measured (WAL from elsewhere in the window)'
+            : wal.tracked! <= 2 * wal.untracked!
+              ? 'met'
+              : 'not met'
+        }; naive outbox ${wal.naive}, NOTIFY trigger ${wal.notify}, polling ${wal.polling}`,
       ],
       [
         'drain rate from a backlog / max tracked write rate (verification off)',

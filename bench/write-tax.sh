@@ -152,11 +152,19 @@ for round in $(seq "$rounds"); do
 done
 
 # WAL bytes per single-row INSERT: 8 clients x 1000 transactions, after a checkpoint.
+# The server's WAL position counts every backend's WAL: vacuum first, so that
+# autovacuum has nothing left from the rounds to write (with full-page images,
+# after the checkpoint) inside a window, and print the smaller of two windows.
+psql -qX "$url" -c vacuum
 for t in untracked tracked naive notify polling; do
-  psql -qX "$url" -c checkpoint
-  before=$(psql -qXAt "$url" -c "select pg_current_wal_lsn()")
-  pgbench -n -c 8 -j 2 -t 1000 -f "$tmp/insert.$t.sql" "$url" >/dev/null 2>&1
-  bytes=$(psql -qXAt "$url" -c "select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$before') / 8000.0)")
-  echo "wal variant=$t bytes_per_change=$bytes"
+  best=
+  for pass in 1 2; do
+    psql -qX "$url" -c checkpoint
+    before=$(psql -qXAt "$url" -c "select pg_current_wal_lsn()")
+    pgbench -n -c 8 -j 2 -t 1000 -f "$tmp/insert.$t.sql" "$url" >/dev/null 2>&1
+    bytes=$(psql -qXAt "$url" -c "select round(pg_wal_lsn_diff(pg_current_wal_lsn(), '$before') / 8000.0)")
+    if [ -z "$best" ] || [ "$bytes" -lt "$best" ]; then best=$bytes; fi
+  done
+  echo "wal variant=$t bytes_per_change=$best"
 done
 psql -q "$admin" -c "drop database $db with (force)"
