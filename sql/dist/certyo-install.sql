@@ -947,8 +947,8 @@ begin
     if not certyo.output_pinned() then
         v_saved := certyo.pin_output();
     end if;
-    -- One statement writes the outbox and asks the two questions that follow
-    -- (each statement more costs an executor start, a tenth of a tracked insert).
+    -- One statement writes the outbox and asks whether a relay waits (each
+    -- statement more costs an executor start, a tenth of a tracked insert).
     if tg_op = 'INSERT' then
         -- Each row's version was drawn before the unique index made it wait for a
         -- transaction deleting the same key, if one did. A delete of this table
@@ -969,41 +969,32 @@ begin
         v_clock := coalesce(pg_sequence_last_value('certyo.delete_clock'), 0);
         v_start := (extract(epoch from statement_timestamp()) * 1000000)::bigint;
         v_seen := string_to_array(current_setting('certyo.deletes_seen', true), '/');
-        if cardinality(v_seen) = 2 and v_seen[1] = v_clock::text and v_seen[2] <> v_start::text then
-            with ins as (
-                -- In version order already: the BEFORE trigger drew them row by row.
-                insert into certyo.outbox (id, table_id, op, record_id, payload)
-                select x.v, v_table, 'I',
-                       coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
-                                certyo.record_key_slow(v_table, x.j)),
-                       x.j
-                -- offset 0: each row rendered once (flattened, the key and the
-                -- payload would each render it, a sixth of a single-row insert)
-                from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
-            )
-            select false, exists (select from certyo.waiting_relay) into v_late, v_waiting;
-        else
+        with ins as (
+            -- In version order already: the BEFORE trigger drew them row by row.
+            insert into certyo.outbox (id, table_id, op, record_id, payload)
+            select x.v, v_table, 'I',
+                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                            certyo.record_key_slow(v_table, x.j)),
+                   x.j
+            -- offset 0: each row rendered once (flattened, the key and the
+            -- payload would each render it, a sixth of a single-row insert)
+            from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
+        )
+        select exists (select from certyo.waiting_relay) into v_waiting;
+        -- (No memory yet: v_seen is null, and so is the comparison: probe.)
+        if not coalesce(cardinality(v_seen) = 2 and v_seen[1] = v_clock::text and v_seen[2] <> v_start::text, false) then
             -- Index probes only: a plan made while the outbox was empty must not scan
             -- it whole once it has grown. Set for this statement (it is planned
-            -- inside), not as a SET clause, which would cost every call.
+            -- inside), not as a SET clause, which would cost every call. The outbox
+            -- rows written above are inserts, which the probes need not see.
             v_seqscan := current_setting('enable_seqscan');
             perform set_config('enable_seqscan', 'off', true);
-            with ins as (
-                insert into certyo.outbox (id, table_id, op, record_id, payload)
-                select x.v, v_table, 'I',
-                       coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
-                                certyo.record_key_slow(v_table, x.j)),
-                       x.j
-                from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
-            )
-            -- The outbox rows written here are inserts, which the probes need not see.
             select exists (select from certyo.outbox d
                            where d.op = 'D' and d.table_id = v_table and d.id > f.v)
                    or exists (select from certyo.receipt r
-                              where r.op = 'D' and r.table_id = v_table and r.id > f.v),
-                   exists (select from certyo.waiting_relay)
+                              where r.op = 'D' and r.table_id = v_table and r.id > f.v)
             from (select min(n.certyo_record_version) as v from certyo_new n) as f
-            into v_late, v_waiting;
+            into v_late;
             perform set_config('enable_seqscan', v_seqscan, true);
             perform set_config('certyo.deletes_seen', v_clock || '/' || v_start, false);
         end if;
