@@ -10,15 +10,28 @@ import type { Config } from './config.js';
  * terminated at that moment (a restart, pg_terminate_backend) crashes the
  * process with an unhandled rejection (porsager/postgres#1192, #1223). Arrays
  * are sent as literals instead (pgArray).
+ *
+ * backoff is the driver's wait before a pool slot connects again, in
+ * seconds; its argument counts every failed connection of the whole pool
+ * since one last succeeded. postgres.js's default grows as 3^n/100 to 20 s,
+ * so a restart's burst of refused connections left every slot idle for
+ * 10-20 s after PostgreSQL was back. Ours stays under a second: the callers
+ * (the relay's loops, CERTYO_BACKOFF_*) do the backing off.
  */
 export function connect(databaseUrl: string | undefined, options: Options<Record<string, never>> = {}): Sql {
   const opts: Options<Record<string, never>> = {
     onnotice: () => {},
     connection: { application_name: 'certyo-pg' },
     fetch_types: false,
+    backoff: reconnectDelay,
     ...options,
   };
   return databaseUrl ? postgres(databaseUrl, opts) : postgres(opts);
+}
+
+/** Seconds before a pool slot reconnects after failed connections: 10 ms doubling, at most 1 s. */
+export function reconnectDelay(failures: number): number {
+  return Math.min(0.01 * 2 ** failures, 1);
 }
 
 /**

@@ -3,15 +3,15 @@
 // and nothing committed is lost. Uses its own embedded server, so the restart
 // cannot disturb other test files.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { test } from 'node:test';
-import postgres from 'postgres';
+import { connect } from '../../relay/src/db.js';
 import { type Server, startEmbedded } from '../../relay/src/embedded.js';
 import { migrate } from '../../relay/src/install.js';
 import { startLocalCertyo } from '../../relay/src/local-certyo/server.js';
-import { paths } from '../../relay/src/paths.js';
 import { withDatabase } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
+import { RelayProcesses } from '../harness/relay-process.js';
+import { until } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_restart_0123456789';
 
@@ -19,23 +19,25 @@ test('PostgreSQL restarted (immediate) under load: the relay recovers, nothing l
   const server: Server = await startEmbedded();
   const api = await startLocalCertyo({ keys: { [KEY]: 'acme' }, flushMs: 50, anchorMs: 10 });
   const url = withDatabase(server.adminUrl, 'postgres');
-  const sql = postgres(url, { max: 4, onnotice: () => {} });
-  const relay = spawn(process.execPath, [`${paths.root}bin/certyo-pg.js`, 'relay'], {
-    env: {
-      PATH: process.env.PATH ?? '',
-      DATABASE_URL: url,
-      CERTYO_API_KEY: KEY,
-      CERTYO_TENANT_ID: 'acme',
-      CERTYO_BASE_URL: api.url,
-      CERTYO_BATCH_SIZE: '100',
-      CERTYO_LEASE_SECONDS: '5',
-      CERTYO_POLL_INTERVAL_MS: '200',
-      CERTYO_BACKOFF_BASE_MS: '20',
-      CERTYO_BACKOFF_MAX_MS: '500',
-      LOG_LEVEL: 'error',
-    },
-    stdio: 'ignore',
-  });
+  const sql = connect(url, { max: 4 });
+  const relays = new RelayProcesses(() => ({
+    DATABASE_URL: url,
+    CERTYO_API_KEY: KEY,
+    CERTYO_TENANT_ID: 'acme',
+    CERTYO_BASE_URL: api.url,
+    CERTYO_BATCH_SIZE: '100',
+    CERTYO_LEASE_SECONDS: '5',
+    CERTYO_POLL_INTERVAL_MS: '200',
+    CERTYO_BACKOFF_BASE_MS: '20',
+    CERTYO_BACKOFF_MAX_MS: '500',
+    LOG_LEVEL: 'warn',
+  }));
+  relays.spawn();
+  // Every wait is bounded and says what the relay logged: a relay stuck after
+  // the restart fails here with its log, not at the file's timeout.
+  const describe = () => relays.logs();
+  const received = (pred: (id: number) => boolean) => () =>
+    api.requests.some((r) => r.status === 202 && r.records.some((x) => pred(Number(x.recordId))));
   try {
     await migrate(sql, url);
     await sql`create table events (id int primary key, body text not null)`;
@@ -54,17 +56,22 @@ test('PostgreSQL restarted (immediate) under load: the relay recovers, nothing l
         }
       }
     })();
-    await api.waitFor((r) => r.status === 202 && r.records.length > 0);
+    await until(
+      received(() => true),
+      { describe },
+    );
     await server.restartImmediate();
     const after = committed.length;
-    await api.waitFor((r) => r.status === 202 && r.records.some((x) => Number(x.recordId) > after + 50));
+    await until(
+      received((id) => id > after + 50),
+      { limitMs: 60_000, describe },
+    );
     writing = false;
     await writer;
-    for (;;) {
-      const [row] = await sql`select count(*)::int as n from certyo.outbox`;
-      if (row!.n === 0) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await until(async () => (await sql`select count(*)::int as n from certyo.outbox`)[0]!.n === 0, {
+      limitMs: 60_000,
+      describe,
+    });
     await assertNothingLost(sql, api, 100);
     // Every insert the writer saw commit is among the delivered records.
     const delivered = new Set(
@@ -75,7 +82,7 @@ test('PostgreSQL restarted (immediate) under load: the relay recovers, nothing l
       [],
     );
   } finally {
-    relay.kill('SIGKILL');
+    relays.killAll();
     await sql.end({ timeout: 1 });
     await api.close();
     await server.stop();
