@@ -2,15 +2,17 @@
 // every restart: postgres.js 3.4.9 is patched (vendor/postgres) because a
 // socket closed while a small write was buffered left that pool slot unable
 // to send again (every later connect ended in CONNECT_TIMEOUT, 30 s each),
-// and a write on a pinned connection whose backend died threw from an
-// immediate and took the process down.
+// end() after a connection reset waited forever (a command that failed on one
+// never exited), and a write on a pinned connection whose backend died threw
+// from an immediate and took the process down.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { type Socket, connect as tcpConnect } from 'node:net';
+import { type AddressInfo, createServer, type Socket, connect as tcpConnect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import type { Options } from 'postgres';
 import { connect } from '../../relay/src/db.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
+import { until } from '../harness/wait.js';
 
 let db: TestDb;
 before(async () => {
@@ -54,6 +56,49 @@ describe('database driver under connection loss', () => {
       assert.equal(sockets.length, 2);
     } finally {
       await sql.end({ timeout: 1 });
+    }
+  });
+
+  test('a query cut by a connection reset: end() still ends', async () => {
+    const url = new URL(db.url);
+    // A TCP proxy in front of PostgreSQL, so the test can reset the client's connection.
+    const clients: Socket[] = [];
+    const proxy = createServer((client) => {
+      const server = tcpConnect(Number(url.port || 5432), url.hostname);
+      client.pipe(server).pipe(client);
+      client.on('error', () => server.destroy());
+      server.on('error', () => client.destroy());
+      clients.push(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const proxied = new URL(db.url);
+    proxied.port = String((proxy.address() as AddressInfo).port);
+    const sql = connect(proxied.toString(), { max: 1 });
+    try {
+      await sql`select 1`;
+      const q = sql`select pg_sleep(30)`.then(
+        () => 'answered',
+        (e: { code?: string }) => e.code,
+      );
+      await until(
+        async () =>
+          (await db.sql`select from pg_stat_activity where query = 'select pg_sleep(30)'`).length > 0,
+      );
+      clients.at(-1)!.resetAndDestroy();
+      assert.equal(await q, 'ECONNRESET');
+      // Unpatched 3.4.9 waits forever for the cut query's answer (porsager/postgres#1130).
+      let timer: NodeJS.Timeout | undefined;
+      const ended = await Promise.race([
+        sql.end().then(() => 'ended'),
+        new Promise((resolve) => {
+          timer = setTimeout(() => resolve('still waiting after 20 s'), 20_000);
+        }),
+      ]);
+      clearTimeout(timer);
+      assert.equal(ended, 'ended');
+    } finally {
+      // Not sql.end() again: it returns the first call's promise, which may never settle.
+      proxy.close();
     }
   });
 
