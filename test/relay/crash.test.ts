@@ -14,6 +14,7 @@ import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
+import { joinSockets } from '../harness/proxy.js';
 import { RelayProcesses } from '../harness/relay-process.js';
 import { until as waitUntil } from '../harness/wait.js';
 
@@ -32,13 +33,6 @@ const relays = new RelayProcesses(() => ({
   LOG_LEVEL: 'warn',
 }));
 const spawnRelay = (env: Record<string, string> = {}) => relays.spawn(env);
-
-/** A TCP proxy's core: the two sockets piped both ways; an error on either ends both. */
-function joinSockets(a: Socket, b: Socket) {
-  a.pipe(b).pipe(a);
-  a.on('error', () => b.destroy());
-  b.on('error', () => a.destroy());
-}
 
 async function relayBackends() {
   return db.sql`select pid, state, xact_start, wait_event_type from pg_stat_activity

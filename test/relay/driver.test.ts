@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Options } from 'postgres';
 import { connect } from '../../relay/src/db.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
+import { joinSockets } from '../harness/proxy.js';
 import { until } from '../harness/wait.js';
 
 let db: TestDb;
@@ -64,10 +65,7 @@ describe('database driver under connection loss', () => {
     // A TCP proxy in front of PostgreSQL, so the test can reset the client's connection.
     const clients: Socket[] = [];
     const proxy = createServer((client) => {
-      const server = tcpConnect(Number(url.port || 5432), url.hostname);
-      client.pipe(server).pipe(client);
-      client.on('error', () => server.destroy());
-      server.on('error', () => client.destroy());
+      joinSockets(client, tcpConnect(Number(url.port || 5432), url.hostname));
       clients.push(client);
     });
     await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
