@@ -30,7 +30,7 @@ export function connect(databaseUrl: string | undefined, options: Options<Record
 }
 
 /** Seconds before a pool slot reconnects after failed connections: 10 ms doubling, at most 1 s. */
-export function reconnectDelay(failures: number): number {
+function reconnectDelay(failures: number): number {
   return Math.min(0.01 * 2 ** failures, 1);
 }
 
