@@ -1,0 +1,12 @@
+// bench/write-tax.sh runs to completion and reports every figure (tiny sizes, nothing timed).
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { runBench } from '../harness/bench.js';
+
+test('bench/write-tax.sh reports every operation and variant per round, and WAL per change', async () => {
+  const stdout = await runBench('write-tax.sh', ['1', '2000', '2']);
+  // Per round: insert x 7 variants, insert100 / update / delete x 5, TPC-B-like x 3.
+  assert.equal([...stdout.matchAll(/round=\d op=\w+ variant=\w+ tps=[\d.]+/g)].length, 2 * 25, stdout);
+  assert.equal([...stdout.matchAll(/round=2 op=tpcb variant=\w+ tps=[\d.]+/g)].length, 3, stdout);
+  assert.equal([...stdout.matchAll(/wal variant=\w+ bytes_per_change=\d+/g)].length, 5, stdout);
+});
