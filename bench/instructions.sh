@@ -9,6 +9,8 @@
 # row by primary key). Needs valgrind and the server binaries (PG_BIN, default
 # pg_config --bindir); builds its own cluster in a temporary directory.
 # Usage: bench/instructions.sh [n]    (run as root: the cluster runs as postgres)
+# To try a change: EXPERIMENT=file.sql (psql script run after the install, e.g.
+# a create or replace function), OPS="insert update", TABLES=tracked.
 set -euo pipefail
 n=${1:-1000}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +24,7 @@ port=$((20000 + RANDOM % 20000))
 as "$bin/pg_ctl" -D "$dir/data" -o "-p $port -k $dir -c listen_addresses=127.0.0.1" -l "$dir/log" -w start >/dev/null
 url="postgres://postgres@127.0.0.1:$port/postgres"
 DATABASE_URL=$url node "$here/../bin/certyo-pg.js" migrate >/dev/null
+if [ -n "${EXPERIMENT:-}" ]; then psql -qX "$url" -v ON_ERROR_STOP=1 -f "$EXPERIMENT" >/dev/null; fi
 psql -qX "$url" >/dev/null <<'SQL'
 create table untracked (id bigserial primary key, name text not null, price numeric(12,2), qty int, created timestamptz default now(), attrs json);
 create table naive (like untracked including all);
@@ -47,11 +50,12 @@ declare -A loop=(
   [insert100]="insert into %s (name, price, qty, attrs) select $row from generate_series(1, 100)"
   [update]="update %s set qty = qty + 1 where id = 1 + i %% 1000"
 )
-printf '%-10s %12s %12s %12s\n' statement untracked naive tracked
-for op in insert insert100 update; do
+tables=${TABLES:-untracked naive tracked}
+printf '%-10s' statement; printf ' %12s' $tables; echo
+for op in ${OPS:-insert insert100 update}; do
   line=$(printf '%-10s' "$op")
   k=$n; [ "$op" = insert100 ] && k=$(((n + 9) / 10)) # a tenth as many 100-row statements
-  for t in untracked naive tracked; do
+  for t in $tables; do
     # The first statements load catalogs and plans; only the DO block is counted.
     stmt=$(printf "${loop[$op]}" "$t")
     printf '%s;\ndo $$ begin for i in 1..%s loop %s; end loop; end $$;\n' "${stmt//i %/1 %}" "$k" "$stmt" > "$dir/in.sql"

@@ -33,6 +33,7 @@ declare
     v_versions_t bigint[];
     -- Changes whose id is already receipted (see below): none, as a rule.
     v_receipted bigint[] := '{}';
+    v_installation uuid := (select i.id from certyo.installation i);
 begin
     -- No fsync wait for this commit, as in certyo.claim (why is there).
     perform pg_catalog.set_config('synchronous_commit', 'off', true);
@@ -51,7 +52,8 @@ begin
             kept as (
                 insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at,
                                             snapshot_id, payload_digest, layout_id, payload)
-                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l,
+                select d.id, d.table_id, d.op, d.record_id,
+                       coalesce(d.idempotency_key, certyo.change_key(v_installation, d.id, d.changed_at)), d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l,
                        d.payload
                 from done d
                 where d.id <> all (v_receipted)

@@ -40,6 +40,7 @@ declare
     v_upto bigint;
     v_ids bigint[];
     v_encoding name := pg_catalog.current_setting('server_encoding');
+    v_installation uuid := (select i.id from certyo.installation i);
 begin
     perform pg_advisory_xact_lock(7283002);
     -- This transaction's commit need not wait for the disk (nor certyo.ack's): a lease or
@@ -88,7 +89,9 @@ begin
         where o.id = any (v_ids)
         returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
     )
-    select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
+    -- Changes captured since migration 14 have no stored key: derived, the same on every claim.
+    select l.id, coalesce(l.idempotency_key, certyo.change_key(v_installation, l.id, l.changed_at)),
+           l.op, l.record_id, t.collection, l.changed_at,
            -- Inserts and updates were captured with status (null, 'pending', null, their
            -- version) as the last members: cut that exact suffix (what is left is the
            -- row's own members, still valid JSON); deletes and other layouts are rebuilt.

@@ -2,6 +2,7 @@
 -- Applied after the migrations, in one transaction: `certyo-pg migrate`, or
 -- `psql -1 -f sql/install.sql` on a database whose migrations are applied
 -- (sql/dist/certyo-install.sql bundles both for psql).
+\ir change_key.sql
 \ir record_key.sql
 \ir record_key_slow.sql
 \ir record_payload.sql

@@ -366,7 +366,56 @@ create sequence certyo.delete_clock as bigint cache 1;
 insert into certyo.pgmigrations (name, run_on) values ('1763800000013_delete-clock', now());
 \endif
 
+-- migration 1763800000014_derived-keys
+select not exists (select from certyo.pgmigrations where name = '1763800000014_derived-keys') as certyo_apply \gset
+\if :certyo_apply
+-- Up Migration
+-- Two costs every captured change paid (bench/instructions.sh, a single-row
+-- INSERT on PostgreSQL 15: 257k instructions):
+-- 1. A random UUID drawn for its idempotency key (9.5k). Keys are now derived
+--    when a change leaves the outbox (certyo.change_key: the installation's
+--    random id below, the change's id and its changed_at), the same on every
+--    claim of it; changes captured before keep the key they have.
+-- 2. The partial index outbox_delete (7.5k: every insert into the outbox
+--    evaluates its predicate). The probes that used it (capture_rows,
+--    restamp_inserts) look for a delete with a higher id than a version this
+--    statement drew: the primary key's range above it holds only the changes
+--    drawn since, a few under any load.
+create table certyo.installation (
+    id uuid not null default pg_catalog.gen_random_uuid(),
+    one_row boolean primary key default true check (one_row)
+);
+comment on table certyo.installation is
+    'One row: this installation''s random id, which makes its idempotency keys its own (certyo.change_key).';
+insert into certyo.installation default values;
+alter table certyo.outbox alter column idempotency_key drop not null, alter column idempotency_key drop default;
+drop index certyo.outbox_delete;
+insert into certyo.pgmigrations (name, run_on) values ('1763800000014_derived-keys', now());
+\endif
+
 select pg_advisory_xact_lock(7283001);
+
+-- sql/change_key.sql
+-- certyo.change_key(installation, id, changed_at): the idempotency key of a
+-- change captured without one (migration 14): an MD5 of this installation's
+-- random id (certyo.installation), the change's id and its changed_at (their
+-- binary forms: no session setting can change them), as a UUID. The same on
+-- every claim and in its receipt; unique per change, across installations too,
+-- and a change id reused after certyo.change_seq was set back gets a new key
+-- (its changed_at differs). SQL and immutable, so the claim inlines it; every
+-- name is schema-qualified (a SET search_path clause would stop the inlining).
+create or replace function certyo.change_key(installation uuid, id bigint, changed_at timestamptz)
+returns uuid
+language sql
+immutable strict parallel safe
+as $$
+    select pg_catalog.md5(pg_catalog.uuid_send(installation)
+                          operator(pg_catalog.||) pg_catalog.int8send(id)
+                          operator(pg_catalog.||) pg_catalog.timestamptz_send(changed_at))::pg_catalog.uuid
+$$;
+
+comment on function certyo.change_key(uuid, bigint, timestamptz) is
+    'Idempotency key of a change captured without a stored one: derived from the installation id, change id and time.';
 
 -- sql/record_key.sql
 -- certyo.record_key(payload, key_columns): the recordId sent to Certyo.
@@ -986,7 +1035,10 @@ begin
             -- Index probes only: a plan made while the outbox was empty must not scan
             -- it whole once it has grown. Set for this statement (it is planned
             -- inside), not as a SET clause, which would cost every call. The outbox
-            -- rows written above are inserts, which the probes need not see.
+            -- probe walks its primary key above this statement's first version: only
+            -- the changes drawn since (this statement's own and a few concurrent
+            -- ones; an index of deletes cost every insert 3%, migration 14). The
+            -- receipts keep theirs (receipt_delete: delivered deletes are many).
             v_seqscan := current_setting('enable_seqscan');
             perform set_config('enable_seqscan', 'off', true);
             select exists (select from certyo.outbox d
@@ -1946,6 +1998,7 @@ declare
     v_upto bigint;
     v_ids bigint[];
     v_encoding name := pg_catalog.current_setting('server_encoding');
+    v_installation uuid := (select i.id from certyo.installation i);
 begin
     perform pg_advisory_xact_lock(7283002);
     -- This transaction's commit need not wait for the disk (nor certyo.ack's): a lease or
@@ -1994,7 +2047,9 @@ begin
         where o.id = any (v_ids)
         returning o.id, o.idempotency_key, o.op, o.record_id, o.table_id, o.changed_at, o.payload
     )
-    select l.id, l.idempotency_key, l.op, l.record_id, t.collection, l.changed_at,
+    -- Changes captured since migration 14 have no stored key: derived, the same on every claim.
+    select l.id, coalesce(l.idempotency_key, certyo.change_key(v_installation, l.id, l.changed_at)),
+           l.op, l.record_id, t.collection, l.changed_at,
            -- Inserts and updates were captured with status (null, 'pending', null, their
            -- version) as the last members: cut that exact suffix (what is left is the
            -- row's own members, still valid JSON); deletes and other layouts are rebuilt.
@@ -2060,6 +2115,7 @@ declare
     v_versions_t bigint[];
     -- Changes whose id is already receipted (see below): none, as a rule.
     v_receipted bigint[] := '{}';
+    v_installation uuid := (select i.id from certyo.installation i);
 begin
     -- No fsync wait for this commit, as in certyo.claim (why is there).
     perform pg_catalog.set_config('synchronous_commit', 'off', true);
@@ -2078,7 +2134,8 @@ begin
             kept as (
                 insert into certyo.receipt (id, table_id, op, record_id, idempotency_key, changed_at, record_hash, accepted_at,
                                             snapshot_id, payload_digest, layout_id, payload)
-                select d.id, d.table_id, d.op, d.record_id, d.idempotency_key, d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l,
+                select d.id, d.table_id, d.op, d.record_id,
+                       coalesce(d.idempotency_key, certyo.change_key(v_installation, d.id, d.changed_at)), d.changed_at, d.h, d.a, d.s, decode(d.g, 'hex'), d.l,
                        d.payload
                 from done d
                 where d.id <> all (v_receipted)

@@ -22,8 +22,8 @@ async function outbox(): Promise<OutboxRow[]> {
   return db.sql<OutboxRow[]>`
     select o.id::text, o.op::text, o.record_id, o.payload::text,
            certyo.record_payload(o.payload, t.exclude_columns)::text as record,
-           o.idempotency_key::text, t.collection
-    from certyo.outbox o join certyo.tracked_table t using (table_id)
+           certyo.change_key(i.id, o.id, o.changed_at)::text as idempotency_key, t.collection
+    from certyo.outbox o join certyo.tracked_table t using (table_id), certyo.installation i
     order by o.id`;
 }
 
@@ -61,11 +61,19 @@ describe('capture', () => {
       ],
     );
     // What the claim sends (status columns cut as a suffix, or rebuilt for deletes) is that same record.
-    const claimed = await db.sql`select record from certyo.claim('00000000-0000-4000-8000-00000000000c', 10)`;
+    const claimed = await db.sql`
+      select record, idempotency_key::text from certyo.claim('00000000-0000-4000-8000-00000000000c', 10)`;
     assert.deepEqual(
       claimed.map((c) => c.record),
       rows.map((r) => r.record),
     );
+    // The keys are derived at the claim (none stored at capture): the claim's are certyo.change_key's.
+    assert.deepEqual(
+      claimed.map((c) => c.idempotency_key),
+      rows.map((r) => r.idempotency_key),
+    );
+    const stored = await db.sql`select from certyo.outbox where idempotency_key is not null`;
+    assert.equal(stored.length, 0);
     const ids = rows.map((r) => BigInt(r.id));
     assert.ok(ids[0]! < ids[1]! && ids[1]! < ids[2]!, 'versions increase per record');
     assert.equal(new Set(rows.map((r) => r.idempotency_key)).size, 3, 'one idempotency key per change');
