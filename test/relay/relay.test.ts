@@ -506,13 +506,17 @@ describe('relay', () => {
   test('a change id already receipted (change_seq set back): acknowledged, the old receipt kept, a warning', async () => {
     const t = '00000000-0000-4000-8000-00000000000c';
     await db.sql`insert into products values (1, 'a', 1)`;
-    const [first] = await db.sql`select id from certyo.claim(${t}, 10, '60 seconds')`;
+    const [first] =
+      await db.sql`select id, idempotency_key::text as k from certyo.claim(${t}, 10, '60 seconds')`;
     await db.sql`select certyo.ack(${t}, ${[first!.id]}::bigint[], '{h1}', '{}', '{}', '{}')`;
     // As after a copy by logical replication, which leaves sequences behind.
     await db.sql`select setval('certyo.change_seq', ${first!.id} - 1)`;
     await db.sql`insert into products values (2, 'b', 2), (3, 'c', 3)`;
-    const claimed = await db.sql`select id from certyo.claim(${t}, 10, '60 seconds') order by id`;
+    const claimed =
+      await db.sql`select id, idempotency_key::text as k from certyo.claim(${t}, 10, '60 seconds') order by id`;
     assert.equal(claimed[0]!.id, first!.id);
+    // Sent under a key of its own: under the first change's, Certyo would answer with that change's receipt.
+    assert.notEqual(claimed[0]!.k, first!.k);
     const notices: string[] = [];
     const watched = postgres(db.url, { max: 1, onnotice: (n) => notices.push(`${n.message} ${n.hint}`) });
     try {
