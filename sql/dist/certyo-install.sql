@@ -2000,6 +2000,12 @@ declare
     v_encoding name := pg_catalog.current_setting('server_encoding');
     v_installation uuid := (select i.id from certyo.installation i);
 begin
+    if v_installation is null then
+        -- Without it every derived key would be NULL: changes sent under one key would be lost as replays.
+        raise exception 'certyo.installation has no row: idempotency keys cannot be derived'
+            using errcode = '55000',
+                  hint = 'Insert one: insert into certyo.installation default values (a new id only for a new installation).';
+    end if;
     perform pg_advisory_xact_lock(7283002);
     -- This transaction's commit need not wait for the disk (nor certyo.ack's): a lease or
     -- an acknowledgement lost in a server crash is the same as the relay dying before it committed; the

@@ -74,6 +74,14 @@ describe('capture', () => {
     );
     const stored = await db.sql`select from certyo.outbox where idempotency_key is not null`;
     assert.equal(stored.length, 0);
+    // Without the installation id no key can be derived: the claim refuses rather than send NULL keys.
+    await assert.rejects(
+      db.sql.begin(async (tx) => {
+        await tx`delete from certyo.installation`;
+        await tx`select * from certyo.claim('00000000-0000-4000-8000-00000000000d', 10)`;
+      }),
+      /certyo.installation has no row/,
+    );
     const ids = rows.map((r) => BigInt(r.id));
     assert.ok(ids[0]! < ids[1]! && ids[1]! < ids[2]!, 'versions increase per record');
     assert.equal(new Set(rows.map((r) => r.idempotency_key)).size, 3, 'one idempotency key per change');
