@@ -3,7 +3,8 @@
 # interleaved, 3 rounds (or as many as asked):
 #   untracked        no capture at all
 #   tracked          certyo capture, relay absent (paused)
-#   tracked_relay    certyo capture with a relay running (local Certyo), single-row INSERT only
+#   tracked_relay    certyo capture with a relay running (local Certyo), single-row INSERT only;
+#                    tracked_relay_linger0 and _linger20 with CERTYO_LINGER_MS 0 and 20
 #   tracked_nowake   certyo capture without the wake-up (its check taken out of a copy of
 #                    capture_rows), single-row INSERT only
 #   naive            the ceiling a trigger-based outbox sets: one AFTER ROW trigger inserting
@@ -134,16 +135,21 @@ for round in $(seq "$rounds"); do
       run "$op" "$t" "$t"
     done
     if [ "$op" = insert ]; then
-      # The relay keeping up with the writers, not draining what the paused runs left behind.
-      psql -qX "$url" -c "truncate certyo.outbox"
-      DATABASE_URL=$url CERTYO_API_KEY=$key CERTYO_TENANT_ID=bench CERTYO_BASE_URL="http://127.0.0.1:$port" CERTYO_BACKFILL=off \
-        LOG_LEVEL=error node "$here/../bin/certyo-pg.js" relay &
-      relay=$!
-      sleep 1
-      run insert tracked_relay tracked
-      kill "$relay"
-      wait "$relay" || true
-      relay=""
+      # The relay keeping up with the writers, not draining what the paused runs left behind:
+      # with its default CERTYO_LINGER_MS, then without a linger and with 20 ms.
+      for linger in default 0 20; do
+        psql -qX "$url" -c "truncate certyo.outbox"
+        lingering=()
+        [ "$linger" != default ] && lingering=(CERTYO_LINGER_MS=$linger)
+        env DATABASE_URL="$url" CERTYO_API_KEY=$key CERTYO_TENANT_ID=bench CERTYO_BASE_URL="http://127.0.0.1:$port" CERTYO_BACKFILL=off \
+          LOG_LEVEL=error "${lingering[@]}" node "$here/../bin/certyo-pg.js" relay &
+        relay=$!
+        sleep 1
+        if [ "$linger" = default ]; then run insert tracked_relay tracked; else run insert "tracked_relay_linger$linger" tracked; fi
+        kill "$relay"
+        wait "$relay" || true
+        relay=""
+      done
     fi
   done
   for v in $(echo $tpcb_variants | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'); do

@@ -129,6 +129,7 @@ describe('certyo-pg', () => {
       CERTYO_TENANT_ID: '',
       LOG_LEVEL: 'loud',
       CERTYO_BATCH_SIZE: '5000',
+      CERTYO_LINGER_MS: '-1',
       CERTYO_BASE_URL: 'http://certyo.example.com',
     });
     assert.equal(r.code, 2);
@@ -137,6 +138,7 @@ describe('certyo-pg', () => {
       'CERTYO_TENANT_ID is required',
       'LOG_LEVEL',
       'CERTYO_BATCH_SIZE',
+      'CERTYO_LINGER_MS',
       'CERTYO_BASE_URL is http:// to certyo.example.com: the API key would cross the network unencrypted',
     ]) {
       assert.match(r.stderr, new RegExp(v));

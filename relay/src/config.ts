@@ -9,6 +9,7 @@ export const DEFAULTS = {
   CERTYO_MAX_RECORD_BYTES: '2097152',
   CERTYO_LEASE_SECONDS: '60',
   CERTYO_POLL_INTERVAL_MS: '1000',
+  CERTYO_LINGER_MS: '2',
   CERTYO_HTTP_TIMEOUT_MS: '30000',
   CERTYO_BACKOFF_BASE_MS: '200',
   CERTYO_BACKOFF_MAX_MS: '30000',
@@ -41,6 +42,7 @@ export interface Config {
   maxRecordBytes: number;
   leaseSeconds: number;
   pollIntervalMs: number;
+  lingerMs: number;
   httpTimeoutMs: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
@@ -114,6 +116,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     maxRecordBytes: int('CERTYO_MAX_RECORD_BYTES', 1024, 1_073_741_824),
     leaseSeconds: int('CERTYO_LEASE_SECONDS', 5, 3600),
     pollIntervalMs: int('CERTYO_POLL_INTERVAL_MS', 10, 600_000),
+    lingerMs: int('CERTYO_LINGER_MS', 0, 1000),
     httpTimeoutMs: int('CERTYO_HTTP_TIMEOUT_MS', 100, 600_000),
     backoffBaseMs: int('CERTYO_BACKOFF_BASE_MS', 1, 60_000),
     backoffMaxMs: int('CERTYO_BACKOFF_MAX_MS', 1, 3_600_000),

@@ -1,8 +1,8 @@
 // The relay: claim changes (leased, in per-record order), POST them to
 // Certyo outside any transaction, acknowledge (fenced by the lease) or park
 // what Certyo rejected. Woken by NOTIFY while idle, polling as a fallback.
-// Beside the delivery loops (delivery.ts) it runs verification (verifier.ts),
-// backfills (backfiller.ts), skipped write-backs (write-due.ts) and its
+// Beside the delivery loops (delivery-loops.ts, sending with delivery.ts) it
+// runs verification (verifier.ts), backfills (backfiller.ts), skipped write-backs (write-due.ts) and its
 // vacuum of the outbox (outbox-vacuum.ts).
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -11,7 +11,8 @@ import { Backfiller } from './backfiller.js';
 import type { CertyoClient } from './certyo/client.js';
 import type { Config } from './config.js';
 import { isTransient } from './db.js';
-import { type Change, Delivery, type DeliveryHost, Metrics, type Settlement } from './delivery.js';
+import { Delivery, Metrics } from './delivery.js';
+import { DeliveryLoops, type LoopHost } from './delivery-loops.js';
 import { OutboxVacuum } from './outbox-vacuum.js';
 import { type Group, Sleepers } from './sleepers.js';
 import { Verifier } from './verifier.js';
@@ -26,7 +27,7 @@ interface Setup {
   tls: boolean;
 }
 
-export class Relay implements DeliveryHost {
+export class Relay implements LoopHost {
   readonly token = randomUUID();
   readonly metrics = new Metrics();
   healthy = true;
@@ -35,20 +36,7 @@ export class Relay implements DeliveryHost {
   lastError: string | undefined;
   private active = false;
   private workers: Promise<void>[] = [];
-  /**
-   * The last claim came back full: there is a backlog, and every delivery
-   * loop works on it. Otherwise loop 0 alone keeps up: more loops would split
-   * the flow into smaller batches and spend more CPU per change (claims are
-   * serialised anyway); they sleep (group 'helpers') until a claim is full.
-   */
-  private backlog = false;
   private readonly sleepers = new Sleepers(() => this.active);
-  /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
-  private waiting = false;
-  /** Wake-ups received: a registration that one overtook is not counted as standing. */
-  private wakeups = 0;
-  /** Background acknowledgements committed: what each released may be claimed next. */
-  private acknowledgements = 0;
   private vacuum: OutboxVacuum | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private database = '';
@@ -99,9 +87,9 @@ export class Relay implements DeliveryHost {
     // The notifying writer took our registration: register again when idle. postgres.js
     // re-issues LISTEN after a reconnect and calls onlisten again: a wake-up may have been
     // lost meanwhile, so claim now and register again too.
+    const loops = new DeliveryLoops(this.cfg, this.sql, this.log, this.token, delivery, this);
     const woken = () => {
-      this.wakeups++;
-      this.waiting = false;
+      loops.woken();
       this.sleepers.wake('delivery');
       this.sleepers.wake('scheduled');
     };
@@ -112,7 +100,7 @@ export class Relay implements DeliveryHost {
       // onlisten); until then the poll stands in.
       this.log.warn({ err }, 'LISTEN failed; relying on the poll until it is re-issued');
     }
-    this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => this.work(i, delivery));
+    this.workers = Array.from({ length: this.cfg.concurrency }, (_, i) => loops.run(i));
     if (this.cfg.verify) {
       this.verifier = new Verifier(
         this.cfg,
@@ -202,122 +190,12 @@ export class Relay implements DeliveryHost {
     return this.sleepers.sleep(ms, group);
   }
 
-  /**
-   * Registration goes through the pool under the relay's token: no connection
-   * of its own (postgres.js 3.4.9 never recovers a pool after a reserved
-   * connection the server terminated is released: porsager/postgres#1199).
-   */
-  private async setWaiting(waiting: boolean) {
-    if (this.waiting === waiting) return;
-    const seen = this.wakeups;
-    await (waiting
-      ? this.sql`select certyo.relay_wait(${this.token})`
-      : this.sql`select certyo.relay_busy(${this.token})`);
-    // A writer may have taken the new registration (and woken us) before this returned.
-    this.waiting = waiting && this.wakeups === seen;
+  wake(group: Group) {
+    this.sleepers.wake(group);
   }
 
-  private async work(worker: number, delivery: Delivery) {
-    let failures = 0;
-    // The previous batch's acknowledgement, running while this loop claims and sends the
-    // next batch (never more than one behind: awaited before the next one starts).
-    let acking: Promise<void> = Promise.resolve();
-    while (this.active) {
-      if (worker > 0 && !this.backlog) {
-        await this.sleep(this.cfg.pollIntervalMs, 'helpers');
-        continue;
-      }
-      try {
-        const t0 = performance.now();
-        const acknowledged = this.acknowledgements;
-        const changes = await this.sql<Change[]>`
-          select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record, table_id
-          from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
-                            ${this.cfg.maxBatchBytes})`;
-        failures = 0;
-        this.setBacklog(changes);
-        // The backfill waits for claims to lease its last chunk before stamping the next.
-        if (changes.length > 0 && this.sleepers.asleep('claimed')) this.sleepers.wake('claimed');
-        if (changes.length === 0) {
-          if (!this.waiting) {
-            await this.setWaiting(true);
-            continue; // claim once more: a change committed just before we registered sent no NOTIFY
-          }
-          // An acknowledgement committed since this claim began: claim what it released.
-          if (this.acknowledgements !== acknowledged) continue;
-          // Polled without a wake-up: one may have been lost (the listening connection was
-          // down when a writer took our registration). Register again.
-          if (!(await this.sleep(this.cfg.pollIntervalMs))) this.waiting = false;
-          continue;
-        }
-        if (changes.length === this.cfg.batchSize) await this.setWaiting(false);
-        const oversized = changes.filter((c) => Buffer.byteLength(c.record) > this.cfg.maxRecordBytes);
-        if (oversized.length > 0) {
-          const reasons = oversized.map(
-            (c) =>
-              `record of ${Buffer.byteLength(c.record)} bytes exceeds CERTYO_MAX_RECORD_BYTES (${this.cfg.maxRecordBytes})`,
-          );
-          await delivery.park(oversized, reasons);
-        }
-        const sendable = oversized.length > 0 ? changes.filter((c) => !oversized.includes(c)) : changes;
-        const t1 = performance.now();
-        const spent = { httpMs: 0 };
-        const accepted: Settlement[] = [];
-        if (sendable.length > 0) await delivery.deliver(sendable, spent, accepted);
-        await acking;
-        acking = this.acknowledge(delivery, accepted);
-        this.log.debug(
-          {
-            worker,
-            changes: changes.length,
-            claimMs: Math.round(t1 - t0),
-            deliverMs: Math.round(performance.now() - t1),
-            httpMs: Math.round(spent.httpMs),
-          },
-          'batch done',
-        );
-      } catch (err) {
-        failures++;
-        this.lastError = (err as Error).message;
-        this.log.warn({ err, worker, failures }, 'relay loop error; backing off');
-        await this.sleep(this.backoff(failures));
-      }
-    }
-    await acking;
-  }
-
-  /**
-   * Acknowledges accepted batches in the background: the worker claims and
-   * sends its next batch meanwhile. Until this commits, those changes stay
-   * leased, so the next claim holds back their records' later changes; when it
-   * commits, sleeping workers are woken to claim what it released (no NOTIFY
-   * comes for changes committed earlier). A failure is logged: the leases
-   * expire and the changes are sent again under the same idempotency keys.
-   */
-  private async acknowledge(delivery: Delivery, accepted: Settlement[]) {
-    if (accepted.length === 0) return;
-    try {
-      for (const a of accepted) await delivery.settle(a.changes, a.results);
-      this.acknowledgements++;
-      this.sleepers.wake('delivery');
-    } catch (err) {
-      this.lastError = (err as Error).message;
-      this.log.warn({ err }, 'acknowledgement failed; the changes are sent again once their lease expires');
-    }
-  }
-
-  /** Full by count, or (nearly: the claim measures row images before the status columns go) by bytes. */
-  private setBacklog(changes: Change[]) {
-    let full = changes.length === this.cfg.batchSize;
-    if (!full && changes.length > 1) {
-      let bytes = 0;
-      for (const c of changes) bytes += c.record.length; // characters: close enough to bytes here
-      full = bytes >= 0.9 * this.cfg.maxBatchBytes;
-    }
-    if (full && !this.backlog) {
-      this.sleepers.wake('helpers');
-    }
-    this.backlog = full;
+  asleep(group: Group) {
+    return this.sleepers.asleep(group);
   }
 
   /** Full jitter: uniform in [0, min(max, base * 2^attempt)). */

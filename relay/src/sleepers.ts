@@ -4,6 +4,8 @@
 export type Group =
   /** Delivery loops: a NOTIFY, an acknowledgement that released held changes. */
   | 'delivery'
+  /** A delivery loop lingering after a batch that was not full (CERTYO_LINGER_MS): the stop only. */
+  | 'linger'
   /** Delivery loops beyond the first: a claim that came back full (a backlog). */
   | 'helpers'
   /** The backfill loop waiting for claims to lease its last chunk. */

@@ -168,6 +168,25 @@ describe('relay', () => {
     await until(() => r.relay.metrics.delivered >= 4, { describe: () => logLines.slice(-30).join('') });
   });
 
+  test('CERTYO_LINGER_MS: changes committed while a busy stream lingers go in one batch', async () => {
+    await startRelay({ CERTYO_LINGER_MS: '1000', CERTYO_VERIFY: 'off' });
+    await db.sql`insert into products values (1, 'a', 1)`; // an idle relay: the NOTIFY wakes it
+    const { arrivedMs: arrivedAt } = await api.waitFor((x) => x.records.some((y) => y.recordId === '1'));
+    assert.equal(api.requests.length, 1);
+    // Twenty commits of their own while the loop lingers after that batch (a second):
+    // without the linger, it claims again at once and they go in several batches.
+    for (let i = 2; i <= 21; i++) await db.sql`insert into products values (${i}, 'a', 1)`;
+    const took = performance.now() - arrivedAt;
+    assert.ok(took < 1000, `the twenty commits took ${Math.round(took)} ms, longer than the linger`);
+    await drained();
+    assert.deepEqual(
+      api.requests.slice(1).map((r) => r.records.length),
+      [20],
+      'one batch after the linger',
+    );
+    await assertNothingLost(db.sql, api, 21);
+  });
+
   test("a change held back by its record's change in flight goes once that one is acknowledged (no NOTIFY, no poll)", async () => {
     // Acknowledgements run in the background while the loop claims again. Here the first
     // change's acknowledgement waits on a lock until the loop has found the second change
