@@ -135,10 +135,12 @@ for round in $(seq "$rounds"); do
       run "$op" "$t" "$t"
     done
     if [ "$op" = insert ]; then
-      # The relay keeping up with the writers, not draining what the paused runs left behind:
-      # with its default CERTYO_LINGER_MS, then without a linger and with 20 ms.
-      for linger in default 0 20; do
-        psql -qX "$url" -c "truncate certyo.outbox"
+      # The relay keeping up with the writers, not draining what the paused runs left behind,
+      # nor verifying what earlier runs delivered (due after CERTYO_VERIFY_DELAY_MS: it
+      # would fall on whichever relay run comes first in the round; verify.js measures it).
+      # With its default CERTYO_LINGER_MS, without a linger and with 20 ms, in rotated order.
+      for linger in $(echo default 0 20 | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'); do
+        psql -qX "$url" -c "truncate certyo.outbox, certyo.receipt"
         lingering=()
         [ "$linger" != default ] && lingering=(CERTYO_LINGER_MS=$linger)
         env DATABASE_URL="$url" CERTYO_API_KEY=$key CERTYO_TENANT_ID=bench CERTYO_BASE_URL="http://127.0.0.1:$port" CERTYO_BACKFILL=off \

@@ -1,8 +1,12 @@
 // The delivery loops: claim a batch (leased, in per-record order), send it,
 // acknowledge it in the background while the next one is claimed. Loop 0
 // keeps up with the writers; the others join only while claims come back full
-// (a backlog). With nothing to claim, a loop registers in
-// certyo.waiting_relay, and the next writer's NOTIFY (or the poll) wakes it.
+// (a backlog). After a batch that was not full, loop 0 lingers
+// (CERTYO_LINGER_MS) before claiming again: every batch costs a claim, a
+// request and an acknowledgement whatever its size, so busy writers' changes
+// are cheaper in larger batches. With nothing to claim, a loop registers in
+// certyo.waiting_relay, and the next writer's NOTIFY (or the poll) wakes it
+// at once.
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { Config } from './config.js';
