@@ -4,7 +4,7 @@
 #   untracked        no capture at all
 #   tracked          certyo capture, relay absent (paused)
 #   tracked_relay    certyo capture with a relay running (local Certyo), single-row INSERT only;
-#                    tracked_relay_linger0 and _linger20 with CERTYO_LINGER_MS 0 and 20
+#                    tracked_relay_linger20 with CERTYO_LINGER_MS=20
 #   tracked_nowake   certyo capture without the wake-up (its check taken out of a copy of
 #                    capture_rows), single-row INSERT only
 #   naive            the ceiling a trigger-based outbox sets: one AFTER ROW trigger inserting
@@ -138,8 +138,8 @@ for round in $(seq "$rounds"); do
       # The relay keeping up with the writers, not draining what the paused runs left behind,
       # nor verifying what earlier runs delivered (due after CERTYO_VERIFY_DELAY_MS: it
       # would fall on whichever relay run comes first in the round; verify.js measures it).
-      # With its default CERTYO_LINGER_MS, without a linger and with 20 ms, in rotated order.
-      for linger in $(echo default 0 20 | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'); do
+      # With its default CERTYO_LINGER_MS (none) and with 20 ms, in rotated order.
+      for linger in $(echo default 20 | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'); do
         psql -qX "$url" -c "truncate certyo.outbox, certyo.receipt"
         lingering=()
         [ "$linger" != default ] && lingering=(CERTYO_LINGER_MS=$linger)
