@@ -206,7 +206,8 @@ for (const mode of ['full', 'documented'] as const)
             `${fault}: re-checked only after CERTYO_VERIFY_RECHECK_MS, got ${rc.wait} s`,
           );
         }
-        assert.ok(r.relay.verifier!.metrics.anchorFailed >= 20);
+        // Counted once the settlement's commit returns: a moment after the rows show it.
+        await until(() => r.relay.verifier!.metrics.anchorFailed >= 20);
         for (const x of running.splice(0)) await x.close();
         api.faults[fault] = false;
         await db.sql`delete from items`;
@@ -235,6 +236,8 @@ for (const mode of ['full', 'documented'] as const)
               ? /does not verify this version as delivered \(payload_mismatch; it holds hash [0-9a-f]{64}\)/
               : /reports record hash/,
         );
+        // Counted and logged once the settlement's commit returns: a moment after the rows show it.
+        await until(() => r.relay.verifier!.metrics.mismatches >= 10);
         assert.equal(r.relay.verifier!.metrics.mismatches, 10);
         assert.ok(logLines.some((l) => l.includes('"level":50') && l.includes('verification mismatch')));
         // Not final yet: checked again on the anchor_failed schedule (an hour here).
@@ -276,6 +279,8 @@ for (const mode of ['full', 'documented'] as const)
                                where anchor_status = 'mismatch' and next_check_at is null`;
         return x!.n === 10;
       });
+      // The verifier counts a round once its settlement's commit returns: a moment after the receipts show it.
+      await until(() => r.relay.verifier!.metrics.mismatches >= 20);
       assert.equal(r.relay.verifier!.metrics.mismatches, 20);
       const [rc] = await db.sql`select detail from certyo.receipt limit 1`;
       assert.match(rc!.detail, /a second time: final/);
