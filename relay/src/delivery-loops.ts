@@ -116,8 +116,6 @@ export class DeliveryLoops {
         if (sendable.length > 0) await delivery.deliver(sendable, spent, accepted);
         await acking;
         acking = this.acknowledge(delivery, accepted);
-        // Writers keep the stream going: let their changes gather into a larger batch.
-        if (this.cfg.lingerMs > 0 && !this.backlog) await this.host.sleep(this.cfg.lingerMs, 'linger');
         this.log.debug(
           {
             worker,
@@ -128,6 +126,8 @@ export class DeliveryLoops {
           },
           'batch done',
         );
+        // Writers keep the stream going: let their changes gather into a larger batch.
+        if (this.cfg.lingerMs > 0 && !this.backlog) await this.host.sleep(this.cfg.lingerMs, 'linger');
       } catch (err) {
         failures++;
         this.host.lastError = (err as Error).message;
