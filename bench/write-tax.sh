@@ -113,6 +113,11 @@ for t in $variants; do
   printf '\\set id random(1, %d)\ndelete from %s where id = :id;\n' "$rows" "$t" > "$tmp/delete.$t.sql"
 done
 
+rotate() { # round words...: the words, rotated by the round (round 1 keeps their order)
+  local r=$1
+  shift
+  printf '%s\n' "$@" | awk -v r="$r" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'
+}
 run() { # op variant table; each run starts after a checkpoint, so none pays another's full-page writes
   local tps
   psql -qX "$url" -c checkpoint
@@ -128,7 +133,7 @@ tpcb() { # variant
 
 for round in $(seq "$rounds"); do
   # Rotate the order of the variants from round to round.
-  order=$(echo $variants | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}')
+  order=$(rotate "$round" $variants)
   for op in insert insert100 update delete; do
     for t in $order; do
       [ "$t" = tracked_nowake ] && [ "$op" != insert ] && continue
@@ -139,22 +144,22 @@ for round in $(seq "$rounds"); do
       # nor verifying what earlier runs delivered (due after CERTYO_VERIFY_DELAY_MS: it
       # would fall on whichever relay run comes first in the round; verify.js measures it).
       # With its default CERTYO_LINGER_MS (none) and with 20 ms, in rotated order.
-      for linger in $(echo default 20 | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'); do
+      for linger in $(rotate "$round" default 20); do
         psql -qX "$url" -c "truncate certyo.outbox, certyo.receipt"
-        lingering=()
-        [ "$linger" != default ] && lingering=(CERTYO_LINGER_MS=$linger)
+        variant=tracked_relay lingering=""
+        if [ "$linger" != default ]; then variant=tracked_relay_linger$linger lingering=CERTYO_LINGER_MS=$linger; fi
         env DATABASE_URL="$url" CERTYO_API_KEY=$key CERTYO_TENANT_ID=bench CERTYO_BASE_URL="http://127.0.0.1:$port" CERTYO_BACKFILL=off \
-          LOG_LEVEL=error "${lingering[@]}" node "$here/../bin/certyo-pg.js" relay &
+          LOG_LEVEL=error $lingering node "$here/../bin/certyo-pg.js" relay &
         relay=$!
         sleep 1
-        if [ "$linger" = default ]; then run insert tracked_relay tracked; else run insert "tracked_relay_linger$linger" tracked; fi
+        run insert "$variant" tracked
         kill "$relay"
         wait "$relay" || true
         relay=""
       done
     fi
   done
-  for v in $(echo $tpcb_variants | tr ' ' '\n' | awk -v r="$round" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'); do
+  for v in $(rotate "$round" $tpcb_variants); do
     tpcb "$v"
   done
 done
