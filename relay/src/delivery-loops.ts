@@ -127,7 +127,7 @@ export class DeliveryLoops {
           'batch done',
         );
         // Writers keep the stream going: let their changes gather into a larger batch.
-        if (this.cfg.lingerMs > 0 && !this.backlog) await this.host.sleep(this.cfg.lingerMs, 'linger');
+        if (this.cfg.lingerMs > 0 && !this.backlog) await this.host.sleep(this.cfg.lingerMs, 'stop');
       } catch (err) {
         failures++;
         this.host.lastError = (err as Error).message;

@@ -4,15 +4,16 @@
 export type Group =
   /** Delivery loops: a NOTIFY, an acknowledgement that released held changes. */
   | 'delivery'
-  /** A delivery loop lingering after a batch that was not full (CERTYO_LINGER_MS): the stop only. */
-  | 'linger'
   /** Delivery loops beyond the first: a claim that came back full (a backlog). */
   | 'helpers'
   /** The backfill loop waiting for claims to lease its last chunk. */
   | 'claimed'
   /** The backfill loop with nothing scheduled: a wake-up (certyo.backfill() sends one). */
   | 'scheduled'
-  /** Loops a new change gives nothing to do (verification, skipped write-backs): the stop only. */
+  /**
+   * The stop only: loops a new change gives nothing to do (verification, skipped
+   * write-backs), and a delivery loop lingering (CERTYO_LINGER_MS).
+   */
   | 'stop';
 
 export class Sleepers {
