@@ -6,8 +6,14 @@
 # Tables: untracked, naive (one AFTER ROW trigger inserting row_to_json into a
 # bigserial outbox) and tracked (certyo). Statements, each in a loop of n inside
 # one DO block: insert (one row), insert100 (one 100-row INSERT), update (one
-# row by primary key). Needs valgrind and the server binaries (PG_BIN, default
-# pg_config --bindir); builds its own cluster in a temporary directory.
+# row by primary key). In one transaction, those leave out what PL/pgSQL does
+# once per transaction (it initialises each expression it evaluates again in
+# every transaction: a fifth of a tracked single-row INSERT), so insert/tx,
+# update/tx and delete/tx send n statements one by one, each its own
+# transaction as pgbench sends them: parse, plan, execute and commit counted,
+# less a run of the warm-up statements alone. Needs valgrind and the server
+# binaries (PG_BIN, default pg_config --bindir); builds its own cluster in a
+# temporary directory.
 # Usage: bench/instructions.sh [n]    (run as root: the cluster runs as postgres)
 # To try a change: EXPERIMENT=file.sql (psql script run after the install, e.g.
 # a create or replace function), OPS="insert update", TABLES=tracked.
@@ -38,11 +44,13 @@ begin
 end $$;
 create trigger naive_capture after insert or update or delete on naive for each row execute function naive_capture();
 SQL
-# Rows 1..1000 in each table for the updates (the tables share untracked's id sequence).
+# Rows 1..rows in each table for the updates and deletes (the tables share untracked's id sequence).
+warm=100
+rows=$((n + 2 * warm > 1000 ? n + 2 * warm : 1000))
 for t in untracked naive tracked; do
-  psql -qX "$url" -c "insert into $t (id, name, price, qty, attrs) select g, 'w', 1, 1, null from generate_series(1, 1000) g" >/dev/null
+  psql -qX "$url" -c "insert into $t (id, name, price, qty, attrs) select g, 'w', 1, 1, null from generate_series(1, $rows) g" >/dev/null
 done
-psql -qX "$url" -c "select setval('untracked_id_seq', 1000)" >/dev/null
+psql -qX "$url" -c "select setval('untracked_id_seq', $rows)" >/dev/null
 as "$bin/pg_ctl" -D "$dir/data" stop -m fast >/dev/null
 row="'widget', 19.99, 3, '{\"color\":\"red\"}'"
 declare -A loop=(
@@ -50,20 +58,41 @@ declare -A loop=(
   [insert100]="insert into %s (name, price, qty, attrs) select $row from generate_series(1, 100)"
   [update]="update %s set qty = qty + 1 where id = 1 + i %% 1000"
 )
+declare -A tx=( # %s the table, then the statement's number (every run deletes other rows)
+  [insert/tx]="insert into %s (name, price, qty, attrs) values ($row);%.0s\n"
+  [update/tx]="update %s set qty = qty + 1 where id = 1 + %d %% 1000;\n"
+  [delete/tx]="delete from %s where id = %d;\n"
+)
+single() { # input file -> instructions the single-user backend spent on it
+  as valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
+    "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off postgres < "$1" > "$dir/run.log" 2>&1
+  callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}'
+}
+statements() { # op table first count: count statements, numbered from first
+  for ((j = $3; j < $3 + $4; j++)); do printf "${tx[$1]}" "$2" "$j"; done
+}
 tables=${TABLES:-untracked naive tracked}
 printf '%-10s' statement; printf ' %12s' $tables; echo
-for op in ${OPS:-insert insert100 update}; do
+for op in ${OPS:-insert insert100 update insert/tx update/tx delete/tx}; do
   line=$(printf '%-10s' "$op")
   k=$n; [ "$op" = insert100 ] && k=$(((n + 9) / 10)) # a tenth as many 100-row statements
   for t in $tables; do
-    # The first statements load catalogs and plans; only the DO block is counted.
-    stmt=$(printf "${loop[$op]}" "$t")
-    printf '%s;\ndo $$ begin for i in 1..%s loop %s; end loop; end $$;\n' "${stmt//i %/1 %}" "$k" "$stmt" > "$dir/in.sql"
-    as valgrind --tool=callgrind --toggle-collect=plpgsql_inline_handler --callgrind-out-file="$dir/cg.out" \
-      "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off postgres < "$dir/in.sql" > "$dir/run.log" 2>&1
-    ir=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}')
+    if [ -n "${tx[$op]:-}" ]; then
+      # The warm-up alone, then the warm-up and n more: the difference is n statements.
+      statements "$op" "$t" 1 "$warm" > "$dir/in.sql"
+      base=$(single "$dir/in.sql")
+      statements "$op" "$t" $((warm + 1)) $((warm + n)) > "$dir/in.sql"
+      ir=$(($(single "$dir/in.sql") - base))
+    else
+      # The first statements load catalogs and plans; only the DO block is counted.
+      stmt=$(printf "${loop[$op]}" "$t")
+      printf '%s;\ndo $$ begin for i in 1..%s loop %s; end loop; end $$;\n' "${stmt//i %/1 %}" "$k" "$stmt" > "$dir/in.sql"
+      as valgrind --tool=callgrind --toggle-collect=plpgsql_inline_handler --callgrind-out-file="$dir/cg.out" \
+        "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off postgres < "$dir/in.sql" > "$dir/run.log" 2>&1
+      ir=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}')
+    fi
     line+=$(printf ' %12s' "$((ir / k))")
   done
   echo "$line"
 done
-echo "(instructions per statement; n=$n)"
+echo "(instructions per statement; n=$n; /tx: one statement per transaction)"

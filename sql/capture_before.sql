@@ -51,25 +51,31 @@ begin
     if tg_op operator(pg_catalog.=) 'UPDATE' then
         -- The relay's status write-back (see enable_tracking; the argument is certyo's
         -- owner). Tables tracked before this check skip the call by a WHEN clause.
-        if pg_catalog.current_setting('certyo.status_write', true) operator(pg_catalog.=) 'on'
-            and tg_nargs operator(pg_catalog.>) 0
-            and pg_catalog.pg_trigger_depth() operator(pg_catalog.=) 1
-            and current_user operator(pg_catalog.=) tg_argv[0]::pg_catalog.name
-            and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member')
-        then
-            return new;
+        -- (Nested IFs: PL/pgSQL initialises the whole condition it evaluates, every
+        -- call of it, once per transaction, however little of it runs; a user's
+        -- update evaluates only the outer tests.)
+        if pg_catalog.current_setting('certyo.status_write', true) operator(pg_catalog.=) 'on' then
+            if tg_nargs operator(pg_catalog.>) 0
+                and pg_catalog.pg_trigger_depth() operator(pg_catalog.=) 1
+                and current_user operator(pg_catalog.=) tg_argv[0]::pg_catalog.name
+                and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member')
+            then
+                return new;
+            end if;
         end if;
         -- certyo.backfill makes the update trigger skip a backfill's stamp. Set by anyone
         -- but certyo's own functions in a relay's session, it skips nothing: cleared here,
         -- before the update trigger's WHEN clause reads it.
-        if pg_catalog.current_setting('certyo.backfill', true) operator(pg_catalog.<>) ''
-            and not (current_user operator(pg_catalog.=) (
-                         select n.nspowner::pg_catalog.regrole::pg_catalog.name
-                         from pg_catalog.pg_namespace n
-                         where n.nspname operator(pg_catalog.=) 'certyo')
-                     and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member'))
-        then
-            perform pg_catalog.set_config('certyo.backfill', '', true);
+        -- (The owner's name is a query: run only when the setting is there.)
+        if pg_catalog.current_setting('certyo.backfill', true) operator(pg_catalog.<>) '' then
+            if not (current_user operator(pg_catalog.=) (
+                        select n.nspowner::pg_catalog.regrole::pg_catalog.name
+                        from pg_catalog.pg_namespace n
+                        where n.nspname operator(pg_catalog.=) 'certyo')
+                    and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member'))
+            then
+                perform pg_catalog.set_config('certyo.backfill', '', true);
+            end if;
         end if;
         -- Status unchanged (each "not distinct", spelled with pg_catalog's "=")?
         if (old.certyo_record_version operator(pg_catalog.=) new.certyo_record_version

@@ -671,25 +671,31 @@ begin
     if tg_op operator(pg_catalog.=) 'UPDATE' then
         -- The relay's status write-back (see enable_tracking; the argument is certyo's
         -- owner). Tables tracked before this check skip the call by a WHEN clause.
-        if pg_catalog.current_setting('certyo.status_write', true) operator(pg_catalog.=) 'on'
-            and tg_nargs operator(pg_catalog.>) 0
-            and pg_catalog.pg_trigger_depth() operator(pg_catalog.=) 1
-            and current_user operator(pg_catalog.=) tg_argv[0]::pg_catalog.name
-            and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member')
-        then
-            return new;
+        -- (Nested IFs: PL/pgSQL initialises the whole condition it evaluates, every
+        -- call of it, once per transaction, however little of it runs; a user's
+        -- update evaluates only the outer tests.)
+        if pg_catalog.current_setting('certyo.status_write', true) operator(pg_catalog.=) 'on' then
+            if tg_nargs operator(pg_catalog.>) 0
+                and pg_catalog.pg_trigger_depth() operator(pg_catalog.=) 1
+                and current_user operator(pg_catalog.=) tg_argv[0]::pg_catalog.name
+                and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member')
+            then
+                return new;
+            end if;
         end if;
         -- certyo.backfill makes the update trigger skip a backfill's stamp. Set by anyone
         -- but certyo's own functions in a relay's session, it skips nothing: cleared here,
         -- before the update trigger's WHEN clause reads it.
-        if pg_catalog.current_setting('certyo.backfill', true) operator(pg_catalog.<>) ''
-            and not (current_user operator(pg_catalog.=) (
-                         select n.nspowner::pg_catalog.regrole::pg_catalog.name
-                         from pg_catalog.pg_namespace n
-                         where n.nspname operator(pg_catalog.=) 'certyo')
-                     and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member'))
-        then
-            perform pg_catalog.set_config('certyo.backfill', '', true);
+        -- (The owner's name is a query: run only when the setting is there.)
+        if pg_catalog.current_setting('certyo.backfill', true) operator(pg_catalog.<>) '' then
+            if not (current_user operator(pg_catalog.=) (
+                        select n.nspowner::pg_catalog.regrole::pg_catalog.name
+                        from pg_catalog.pg_namespace n
+                        where n.nspname operator(pg_catalog.=) 'certyo')
+                    and pg_catalog.pg_has_role(session_user, 'certyo_relay', 'member'))
+            then
+                perform pg_catalog.set_config('certyo.backfill', '', true);
+            end if;
         end if;
         -- Status unchanged (each "not distinct", spelled with pg_catalog's "=")?
         if (old.certyo_record_version operator(pg_catalog.=) new.certyo_record_version
@@ -975,6 +981,45 @@ comment on function certyo.wake() is
 --   INSERT: every new row (its version was stamped by certyo.capture_before_insert;
 --           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
+-- certyo.deletes_memo(part): what an insert's capture remembers after probing
+-- for late deletes (certyo.deletes_seen): 1, the delete clock as it reads now;
+-- 2, this client statement's start in microseconds (settings change neither).
+create or replace function certyo.deletes_memo(part integer)
+returns text
+language sql
+-- volatile as pg_sequence_last_value is: otherwise never inlined (a call costs 100k instructions)
+volatile
+as $$
+    select case part
+        when 1 then coalesce(pg_catalog.pg_sequence_last_value('certyo.delete_clock'::pg_catalog.regclass), 0)::text
+        else ((extract(epoch from pg_catalog.statement_timestamp()) operator(pg_catalog.*) 1000000)::bigint)::text
+    end
+$$;
+
+comment on function certyo.deletes_memo(integer) is
+    'Capture: the delete clock (1) or the statement''s start (2), as certyo.deletes_seen keeps them.';
+
+-- certyo.deletes_checked(): no delete was counted since this session last
+-- probed for one, in another client statement than this one (see capture_rows'
+-- insert branch). An inlinable SQL function: no SET clause, every name
+-- qualified. Compared as text, so that a setting made by hand can never make
+-- the write fail.
+create or replace function certyo.deletes_checked()
+returns boolean
+language sql
+volatile
+as $$
+    select coalesce(
+        pg_catalog.split_part(pg_catalog.current_setting('certyo.deletes_seen', true), '/', 1)
+            operator(pg_catalog.=) certyo.deletes_memo(1)
+        and pg_catalog.split_part(pg_catalog.current_setting('certyo.deletes_seen', true), '/', 2)
+            operator(pg_catalog.<>) certyo.deletes_memo(2),
+        false)
+$$;
+
+comment on function certyo.deletes_checked() is
+    'Capture: whether this session probed for late deletes since the last one was counted, in an earlier statement.';
+
 create or replace function certyo.capture_rows()
 returns trigger
 language plpgsql
@@ -983,46 +1028,49 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_table integer := tg_argv[0]::integer;
+    -- One key column (the usual key): its name; several: NULL, and tg_argv[2:] names them.
     v_key text := case when tg_nargs = 3 then tg_argv[2] end;
-    v_keys text[] := tg_argv[2:];
-    v_late boolean;
     v_waiting boolean;
+    v_late boolean;
     v_saved text[];
-    v_clock bigint;
-    v_start bigint;
-    v_seen text[];
+    v_memo text;
     v_seqscan text;
 begin
-    if not certyo.output_pinned() then
-        v_saved := certyo.pin_output();
-    end if;
-    -- One statement writes the outbox and asks whether a relay waits (each
-    -- statement more costs an executor start, a tenth of a tracked insert).
+    -- PL/pgSQL initialises each expression it evaluates once per transaction
+    -- (2k instructions for the simplest, several for a call; a tracked single-row
+    -- insert is 400k). The usual insert evaluates four and one statement: the
+    -- session renders as payloads are rendered, and no delete was counted since
+    -- it last probed for one (below). One statement writes the outbox and asks
+    -- whether a relay waits (each statement more costs an executor start).
     if tg_op = 'INSERT' then
-        -- Each row's version was drawn before the unique index made it wait for a
-        -- transaction deleting the same key, if one did. A delete of this table
-        -- with a higher version, visible now, may be such a one: it committed
-        -- first. Those rows are stamped again (restamp_inserts). Finding them takes
-        -- two probes (the outbox and the receipts, a fifth of a single-row insert),
-        -- made only when certyo.delete_clock moved since this session last looked:
-        -- every delete advances it after drawing its version, so a delete with a
-        -- higher version than any row here advanced it after those rows were drawn.
-        -- The session remembers the clock as it read it before probing, and the
-        -- statement that read it (certyo.deletes_seen: clock/statement start in
-        -- microseconds). Only another client statement's memory counts (one the
-        -- session ran before this one, whatever the clock says): a statement
-        -- nested in this one (a function in a default, say) may have looked after
-        -- some of these rows were drawn. Compared as text, so that a setting made
-        -- by hand can never make the write fail. READ COMMITTED sees the delete
-        -- (a REPEATABLE READ snapshot does not, see README).
-        v_clock := coalesce(pg_sequence_last_value('certyo.delete_clock'), 0);
-        v_start := (extract(epoch from statement_timestamp()) * 1000000)::bigint;
-        v_seen := string_to_array(current_setting('certyo.deletes_seen', true), '/');
+        if not (certyo.output_pinned() and certyo.deletes_checked()) then
+            if not certyo.output_pinned() then
+                v_saved := certyo.pin_output();
+            end if;
+            -- Each row's version was drawn before the unique index made it wait for a
+            -- transaction deleting the same key, if one did. A delete of this table
+            -- with a higher version, visible now, may be such a one: it committed
+            -- first. Those rows are stamped again (restamp_inserts). Finding them takes
+            -- two probes (the outbox and the receipts, a fifth of a single-row insert),
+            -- made only when certyo.delete_clock moved since this session last looked:
+            -- every delete advances it after drawing its version, so a delete with a
+            -- higher version than any row here advanced it after those rows were drawn.
+            -- The session remembers the clock as it read it before probing, and the
+            -- statement that read it (certyo.deletes_seen: clock/statement start in
+            -- microseconds, certyo.deletes_memo). Only another client statement's
+            -- memory counts (one the session ran before this one, whatever the clock
+            -- says): a statement nested in this one (a function in a default, say) may
+            -- have looked after some of these rows were drawn. READ COMMITTED sees the
+            -- delete (a REPEATABLE READ snapshot does not, see README).
+            if not certyo.deletes_checked() then
+                v_memo := certyo.deletes_memo(1) || '/' || certyo.deletes_memo(2);
+            end if;
+        end if;
         with ins as (
             -- In version order already: the BEFORE trigger drew them row by row.
             insert into certyo.outbox (id, table_id, op, record_id, payload)
             select x.v, v_table, 'I',
-                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, tg_argv[2:]) end,
                             certyo.record_key_slow(v_table, x.j)),
                    x.j
             -- offset 0: each row rendered once (flattened, the key and the
@@ -1030,36 +1078,43 @@ begin
             from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
-        -- (No memory yet: v_seen is null, and so is the comparison: probe.)
-        if not coalesce(cardinality(v_seen) = 2 and v_seen[1] = v_clock::text and v_seen[2] <> v_start::text, false) then
-            -- Index probes only: a plan made while the outbox was empty must not scan
-            -- it whole once it has grown. Set for this statement (it is planned
-            -- inside), not as a SET clause, which would cost every call. The outbox
-            -- probe walks its primary key above this statement's first version: only
-            -- the changes drawn since (this statement's own and a few concurrent
-            -- ones; an index of deletes cost every insert 3%, migration 14). The
-            -- receipts keep theirs (receipt_delete: delivered deletes are many).
-            v_seqscan := current_setting('enable_seqscan');
-            perform set_config('enable_seqscan', 'off', true);
-            select exists (select from certyo.outbox d
-                           where d.op = 'D' and d.table_id = v_table and d.id > f.v)
-                   or exists (select from certyo.receipt r
-                              where r.op = 'D' and r.table_id = v_table and r.id > f.v)
-            from (select min(n.certyo_record_version) as v from certyo_new n) as f
-            into v_late;
-            perform set_config('enable_seqscan', v_seqscan, true);
-            perform set_config('certyo.deletes_seen', v_clock || '/' || v_start, false);
-        end if;
-        if v_late then
-            perform certyo.restamp_inserts(v_table, array_agg(o.id), array_agg(o.record_id))
-            from certyo.outbox o
-            where o.id in (select n.certyo_record_version from certyo_new n);
+        if v_memo is not null or v_saved is not null then
+            if v_memo is not null then
+                -- Index probes only: a plan made while the outbox was empty must not scan
+                -- it whole once it has grown. Set for this statement (it is planned
+                -- inside), not as a SET clause, which would cost every call. The outbox
+                -- probe walks its primary key above this statement's first version: only
+                -- the changes drawn since (this statement's own and a few concurrent
+                -- ones; an index of deletes cost every insert 3%, migration 14). The
+                -- receipts keep theirs (receipt_delete: delivered deletes are many).
+                v_seqscan := current_setting('enable_seqscan');
+                perform set_config('enable_seqscan', 'off', true);
+                select exists (select from certyo.outbox d
+                               where d.op = 'D' and d.table_id = v_table and d.id > f.v)
+                       or exists (select from certyo.receipt r
+                                  where r.op = 'D' and r.table_id = v_table and r.id > f.v)
+                from (select min(n.certyo_record_version) as v from certyo_new n) as f
+                into v_late;
+                perform set_config('enable_seqscan', v_seqscan, true);
+                perform set_config('certyo.deletes_seen', v_memo, false);
+                if v_late then
+                    perform certyo.restamp_inserts(v_table, array_agg(o.id), array_agg(o.record_id))
+                    from certyo.outbox o
+                    where o.id in (select n.certyo_record_version from certyo_new n);
+                end if;
+            end if;
+            if v_saved is not null then
+                perform certyo.unpin_output(v_saved);
+            end if;
         end if;
     else
+        if not certyo.output_pinned() then
+            v_saved := certyo.pin_output();
+        end if;
         with ins as (
             insert into certyo.outbox (id, table_id, op, record_id, payload)
             select nextval('certyo.change_seq'), v_table, 'D',
-                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, v_keys) end,
+                   coalesce(case when v_key is not null then x.j ->> v_key else certyo.record_key(x.j, tg_argv[2:]) end,
                             certyo.record_key_slow(v_table, x.j)),
                    x.j
             from (select row_to_json(o.*) as j from certyo_old o offset 0) as x
@@ -1067,9 +1122,9 @@ begin
         select exists (select from certyo.waiting_relay) into v_waiting;
         -- After the deletes' versions are drawn (see the insert branch).
         perform nextval('certyo.delete_clock');
-    end if;
-    if v_saved is not null then
-        perform certyo.unpin_output(v_saved);
+        if v_saved is not null then
+            perform certyo.unpin_output(v_saved);
+        end if;
     end if;
     -- What certyo.wake() does for updates: a NOTIFY only while a relay waits.
     if v_waiting then
