@@ -33,6 +33,7 @@ declare
     v_after text;      -- t.k1 > ($1[1])::type (a row comparison for several columns)
     v_texts text;      -- p.k1::text, ...
     v_by_trigger boolean;
+    v_marked boolean;
     v_found integer;
     v_last text[];
     v_picked integer;
@@ -83,9 +84,16 @@ begin
         return query select v_name, 'finished'::text, 0, v_b.rows_done;
         return;
     end if;
-    v_by_trigger := exists (select from pg_trigger g
-                            where g.tgrelid = v_t.relid and g.tgname = 'certyo_capture_update'
-                                and pg_get_triggerdef(g.oid) not like '%certyo.backfill%');
+    -- How the table's update trigger tells a stamp (see enable_tracking): by the empty
+    -- certyo_record_hash the stamp leaves (marked); by certyo.backfill naming the table
+    -- (tables tracked before); or not at all (tracked before that: it captures the stamp).
+    select d.def like '%new.certyo_record_hash IS NULL%',
+           d.def not like '%new.certyo_record_hash IS NULL%' and d.def not like '%certyo.backfill%'
+    into v_marked, v_by_trigger
+    from pg_trigger g cross join lateral (select pg_get_triggerdef(g.oid) as def) as d
+    where g.tgrelid = v_t.relid and g.tgname = 'certyo_capture_update';
+    v_marked := coalesce(v_marked, false);
+    v_by_trigger := coalesce(v_by_trigger, false);
     v_after := case when v_b.after_key is null then ''
                     when v_found = 1 then format('%s > %s and ', v_keys, v_after)
                     else format('(%s) > (%s) and ', v_keys, v_after) end;
@@ -93,9 +101,10 @@ begin
     loop
         begin
             perform pg_catalog.set_config('lock_timeout', '10ms', true);
-            -- The BEFORE trigger's WHEN clause skips the stamp as it skips a status
-            -- write-back, and so does the update trigger's while certyo.backfill names
-            -- the table (see enable_tracking; an older trigger captures it, labelled 'B').
+            -- The BEFORE trigger lets the stamp through as it lets a status write-back
+            -- through, and the update trigger skips it by its mark (or, on tables tracked
+            -- before, while certyo.backfill names the table; an older trigger captures
+            -- it, labelled 'B'). The relay's write-back clears the mark.
             perform pg_catalog.set_config('certyo.status_write', 'on', true);
             perform pg_catalog.set_config('certyo.backfill', v_t.table_id::text, true);
             execute format(
@@ -103,7 +112,7 @@ begin
                 '  select %2$s from %1$s t where %3$s %4$s order by %2$s limit $3'
                 '), stamped as ('
                 '  update %1$s t set certyo_record_version = nextval(''certyo.change_seq''),'
-                '    certyo_anchor_status = ''pending'', certyo_record_hash = null, certyo_verified_at = null'
+                '    certyo_anchor_status = ''pending'', certyo_record_hash = %10$s, certyo_verified_at = null'
                 '  from picked p where %5$s and %4$s'
                 '  returning t.certyo_record_version as v%6$s'
                 ')%7$s'
@@ -121,7 +130,8 @@ begin
                                  -- The record id as capture renders it (one key column: no function call).
                                  case when cardinality(v_t.key_columns) = 1 then format('s.j ->> %L', v_t.key_columns[1])
                                       else format('certyo.record_key(s.j, %L)', v_t.key_columns::text[]) end) end,
-                v_texts, v_desc)
+                v_texts, v_desc,
+                case when v_marked and not v_by_trigger then '''''' else 'null' end)
             into v_last, v_picked, v_stamped, v_max
             using v_b.after_key, v_b.below_version, max_rows;
             perform pg_catalog.set_config('certyo.backfill', '', true);

@@ -99,7 +99,8 @@ begin
     select l.id, coalesce(l.idempotency_key, certyo.change_key(v_installation, l.id, l.changed_at)),
            l.op, l.record_id, t.collection, l.changed_at,
            -- Inserts and updates were captured with status (null, 'pending', null, their
-           -- version) as the last members: cut that exact suffix (what is left is the
+           -- version; a backfill's stamp: its mark '' for null, see backfill_step)
+           -- as the last members: cut that exact suffix (what is left is the
            -- row's own members, still valid JSON); deletes and other layouts are rebuilt.
            -- Inline, not certyo.strip_status: no function call nor JSON re-check per row.
            -- In bytes (the server's encoding, so converting only checks it): right() and
@@ -116,7 +117,8 @@ begin
     join certyo.tracked_table t on t.table_id = l.table_id
     cross join lateral (
         select convert_to(l.payload::text, v_encoding) as image,
-               convert_to(',"certyo_record_hash":null,"certyo_anchor_status":"pending","certyo_verified_at":null,"certyo_record_version":'
+               convert_to(',"certyo_record_hash":' || case when l.op = 'B' then '""' else 'null' end
+                          || ',"certyo_anchor_status":"pending","certyo_verified_at":null,"certyo_record_version":'
                           || l.id || '}', v_encoding) as suffix
         offset 0 -- evaluated once per row, not once per use above
     ) x

@@ -37,10 +37,12 @@ declare
     v_rows constant text := 'unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)';
     v_writable constant text := '(t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'')';
     -- The update both statements below end with, over rows u from %3$s (format
-    -- arguments: table, key predicate, source, v_writable).
+    -- arguments: table, key predicate, source, v_writable). An empty hash is a
+    -- backfill's mark (see backfill_step): cleared.
     v_update constant text :=
         ' written as ('
-        ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+        ' update %1$s t set certyo_anchor_status = u.s,'
+        '   certyo_record_hash = coalesce(u.h, nullif(t.certyo_record_hash, '''')),'
         '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
         ' from %3$s where %2$s and t.certyo_record_version = u.v and %4$s'
         ' returning t.certyo_record_version)'

@@ -1339,6 +1339,7 @@ declare
     v_after text;      -- t.k1 > ($1[1])::type (a row comparison for several columns)
     v_texts text;      -- p.k1::text, ...
     v_by_trigger boolean;
+    v_marked boolean;
     v_found integer;
     v_last text[];
     v_picked integer;
@@ -1389,9 +1390,16 @@ begin
         return query select v_name, 'finished'::text, 0, v_b.rows_done;
         return;
     end if;
-    v_by_trigger := exists (select from pg_trigger g
-                            where g.tgrelid = v_t.relid and g.tgname = 'certyo_capture_update'
-                                and pg_get_triggerdef(g.oid) not like '%certyo.backfill%');
+    -- How the table's update trigger tells a stamp (see enable_tracking): by the empty
+    -- certyo_record_hash the stamp leaves (marked); by certyo.backfill naming the table
+    -- (tables tracked before); or not at all (tracked before that: it captures the stamp).
+    select d.def like '%new.certyo_record_hash IS NULL%',
+           d.def not like '%new.certyo_record_hash IS NULL%' and d.def not like '%certyo.backfill%'
+    into v_marked, v_by_trigger
+    from pg_trigger g cross join lateral (select pg_get_triggerdef(g.oid) as def) as d
+    where g.tgrelid = v_t.relid and g.tgname = 'certyo_capture_update';
+    v_marked := coalesce(v_marked, false);
+    v_by_trigger := coalesce(v_by_trigger, false);
     v_after := case when v_b.after_key is null then ''
                     when v_found = 1 then format('%s > %s and ', v_keys, v_after)
                     else format('(%s) > (%s) and ', v_keys, v_after) end;
@@ -1399,9 +1407,10 @@ begin
     loop
         begin
             perform pg_catalog.set_config('lock_timeout', '10ms', true);
-            -- The BEFORE trigger's WHEN clause skips the stamp as it skips a status
-            -- write-back, and so does the update trigger's while certyo.backfill names
-            -- the table (see enable_tracking; an older trigger captures it, labelled 'B').
+            -- The BEFORE trigger lets the stamp through as it lets a status write-back
+            -- through, and the update trigger skips it by its mark (or, on tables tracked
+            -- before, while certyo.backfill names the table; an older trigger captures
+            -- it, labelled 'B'). The relay's write-back clears the mark.
             perform pg_catalog.set_config('certyo.status_write', 'on', true);
             perform pg_catalog.set_config('certyo.backfill', v_t.table_id::text, true);
             execute format(
@@ -1409,7 +1418,7 @@ begin
                 '  select %2$s from %1$s t where %3$s %4$s order by %2$s limit $3'
                 '), stamped as ('
                 '  update %1$s t set certyo_record_version = nextval(''certyo.change_seq''),'
-                '    certyo_anchor_status = ''pending'', certyo_record_hash = null, certyo_verified_at = null'
+                '    certyo_anchor_status = ''pending'', certyo_record_hash = %10$s, certyo_verified_at = null'
                 '  from picked p where %5$s and %4$s'
                 '  returning t.certyo_record_version as v%6$s'
                 ')%7$s'
@@ -1427,7 +1436,8 @@ begin
                                  -- The record id as capture renders it (one key column: no function call).
                                  case when cardinality(v_t.key_columns) = 1 then format('s.j ->> %L', v_t.key_columns[1])
                                       else format('certyo.record_key(s.j, %L)', v_t.key_columns::text[]) end) end,
-                v_texts, v_desc)
+                v_texts, v_desc,
+                case when v_marked and not v_by_trigger then '''''' else 'null' end)
             into v_last, v_picked, v_stamped, v_max
             using v_b.after_key, v_b.below_version, max_rows;
             perform pg_catalog.set_config('certyo.backfill', '', true);
@@ -1684,19 +1694,19 @@ begin
     -- Updates: a row trigger whose WHEN clause skips status write-backs (the version is
     -- unchanged) without calling anything, so the relay's write-back stays cheap. It
     -- skips a backfill's stamp too: certyo.backfill_step writes those changes to the
-    -- outbox itself, set-based, from the stamp's RETURNING. A stamp is an update at
-    -- trigger depth 0 while certyo.backfill names this table; capture_before() clears
-    -- certyo.backfill for any update but one made by certyo's owner in a certyo_relay
-    -- member's session, before this clause is evaluated, so setting it anywhere else
-    -- skips nothing. (Those two checks live there, not here, to keep this clause short:
-    -- it is read back from its text in every statement.)
+    -- outbox itself, set-based, from the stamp's RETURNING. The stamp marks the row with
+    -- an empty certyo_record_hash (until the relay's write-back), which no captured
+    -- change has: capture_before() sets it NULL for every change but one made by
+    -- certyo's owner (a status write-back), so no one else can skip capture this way.
+    -- The clause is short on purpose: PostgreSQL reads it back from its stored text in
+    -- every UPDATE statement (the clause tables tracked before had, which named
+    -- certyo.backfill and the trigger depth, cost a single-row UPDATE 7% more).
     if 'update' = any (v_ops) then
         execute format('create trigger certyo_capture_update after update on %I.%I for each row'
                        ' when (old.certyo_record_version is distinct from new.certyo_record_version'
-                       ' and (pg_catalog.current_setting(''certyo.backfill'', true) is distinct from %L'
-                       '      or pg_catalog.pg_trigger_depth() <> 0))'
+                       ' and new.certyo_record_hash is null)'
                        ' execute function certyo.capture(%s)',
-                       v_rel.schema_name, v_rel.table_name, v_table_id, v_args);
+                       v_rel.schema_name, v_rel.table_name, v_args);
     end if;
     -- A key changed by UPDATE: the old record ends with a delete (see capture_key_change).
     -- Named to fire after certyo_capture_update. Nothing to compare when deletes are
@@ -1868,10 +1878,12 @@ declare
     v_rows constant text := 'unnest($1, $2, $3, $4, $5) as u(k, v, s, h, va)';
     v_writable constant text := '(t.certyo_anchor_status is distinct from ''tampered'' or u.s = ''tampered'')';
     -- The update both statements below end with, over rows u from %3$s (format
-    -- arguments: table, key predicate, source, v_writable).
+    -- arguments: table, key predicate, source, v_writable). An empty hash is a
+    -- backfill's mark (see backfill_step): cleared.
     v_update constant text :=
         ' written as ('
-        ' update %1$s t set certyo_anchor_status = u.s, certyo_record_hash = coalesce(u.h, t.certyo_record_hash),'
+        ' update %1$s t set certyo_anchor_status = u.s,'
+        '   certyo_record_hash = coalesce(u.h, nullif(t.certyo_record_hash, '''')),'
         '   certyo_verified_at = coalesce(u.va, t.certyo_verified_at)'
         ' from %3$s where %2$s and t.certyo_record_version = u.v and %4$s'
         ' returning t.certyo_record_version)'
@@ -2112,7 +2124,8 @@ begin
     select l.id, coalesce(l.idempotency_key, certyo.change_key(v_installation, l.id, l.changed_at)),
            l.op, l.record_id, t.collection, l.changed_at,
            -- Inserts and updates were captured with status (null, 'pending', null, their
-           -- version) as the last members: cut that exact suffix (what is left is the
+           -- version; a backfill's stamp: its mark '' for null, see backfill_step)
+           -- as the last members: cut that exact suffix (what is left is the
            -- row's own members, still valid JSON); deletes and other layouts are rebuilt.
            -- Inline, not certyo.strip_status: no function call nor JSON re-check per row.
            -- In bytes (the server's encoding, so converting only checks it): right() and
@@ -2129,7 +2142,8 @@ begin
     join certyo.tracked_table t on t.table_id = l.table_id
     cross join lateral (
         select convert_to(l.payload::text, v_encoding) as image,
-               convert_to(',"certyo_record_hash":null,"certyo_anchor_status":"pending","certyo_verified_at":null,"certyo_record_version":'
+               convert_to(',"certyo_record_hash":' || case when l.op = 'B' then '""' else 'null' end
+                          || ',"certyo_anchor_status":"pending","certyo_verified_at":null,"certyo_record_version":'
                           || l.id || '}', v_encoding) as suffix
         offset 0 -- evaluated once per row, not once per use above
     ) x

@@ -239,6 +239,65 @@ describe('backfill with live writes', () => {
     await db.sql`select certyo.disable_tracking('touched')`;
   });
 
+  test('a stamped row is marked (empty hash) until the write-back; the update trigger never runs for it', async () => {
+    const token = '00000000-0000-4000-8000-0000000000b1';
+    await step(db.sql, 10);
+    const marked = await db.sql`select certyo_record_hash as h, certyo_anchor_status as s from items
+                                where certyo_record_version is not null`;
+    assert.equal(marked.length, 10);
+    assert.ok(
+      marked.every((r) => r.h === '' && r.s === 'pending'),
+      JSON.stringify(marked),
+    );
+    // The stamp's only changes are the backfill's own: one B each, no U from the update trigger.
+    const [ops] =
+      await db.sql`select string_agg(distinct op::text, '') as ops, count(*)::int as n from certyo.outbox`;
+    assert.deepEqual([ops!.ops, ops!.n], ['B', 10]);
+    // The mark is not sent: the claim cuts the status columns off as for any change.
+    const claimed = await db.sql`select id::text, record from certyo.claim(${token}, 100)`;
+    assert.equal(claimed.length, 10);
+    for (const c of claimed) assert.deepEqual(Object.keys(JSON.parse(c.record)), ['id', 'name']);
+    // Acknowledged without a hash from Certyo: the mark is cleared, not kept as the hash.
+    await db.sql`select certyo.ack(${token}, ${`{${claimed.map((c) => c.id).join(',')}}`}::bigint[], '{}', '{}', '{}', '{}')`;
+    const after = await db.sql`select distinct certyo_record_hash as h, certyo_anchor_status as s from items
+                               where certyo_record_version is not null`;
+    assert.deepEqual([...after], [{ h: null, s: 'submitted' }]);
+    await db.sql`delete from certyo.receipt`;
+  });
+
+  test('a table tracked before the mark (its update trigger names certyo.backfill) is backfilled as before', async () => {
+    const [t] =
+      await db.sql`select table_id::text as id from certyo.tracked_table where relid = 'items'::regclass`;
+    const def = async () =>
+      (
+        await db.sql`select pg_get_triggerdef(oid) as d from pg_trigger
+                    where tgrelid = 'items'::regclass and tgname = 'certyo_capture_update'`
+      )[0]!.d as string;
+    const current = await def();
+    await db.sql.unsafe(`
+      drop trigger certyo_capture_update on items;
+      create trigger certyo_capture_update after update on items for each row
+        when (old.certyo_record_version is distinct from new.certyo_record_version
+              and (pg_catalog.current_setting('certyo.backfill', true) is distinct from '${t!.id}'
+                   or pg_catalog.pg_trigger_depth() <> 0))
+        execute function certyo.capture('${t!.id}', 'table', 'id');`);
+    try {
+      await finish();
+      const [n] =
+        await db.sql`select count(*)::int as n, count(*) filter (where op = 'B')::int as b from certyo.outbox`;
+      assert.deepEqual([n!.n, n!.b], [100, 100]);
+      const hashes = await db.sql`select distinct certyo_record_hash as h from items`;
+      assert.deepEqual(
+        [...hashes],
+        [{ h: null }],
+        'no mark: this trigger tells the stamp by certyo.backfill',
+      );
+      await assertLastIsRow();
+    } finally {
+      await db.sql.unsafe(`drop trigger certyo_capture_update on items; ${current}`);
+    }
+  });
+
   test('disabling tracking stops the backfill', async () => {
     await step(db.sql, 10);
     await db.sql`select certyo.disable_tracking('items')`;
