@@ -44,9 +44,10 @@ begin
 end $$;
 create trigger naive_capture after insert or update or delete on naive for each row execute function naive_capture();
 SQL
-# Rows 1..rows in each table for the updates and deletes (the tables share untracked's id sequence).
+# Rows 1..1000 in each table for the updates, and above them rows for the deletes,
+# whatever the order of OPS (the tables share untracked's id sequence).
 warm=100
-rows=$((n + 2 * warm > 1000 ? n + 2 * warm : 1000))
+rows=$((1000 + n + 2 * warm))
 for t in untracked naive tracked; do
   psql -qX "$url" -c "insert into $t (id, name, price, qty, attrs) select g, 'w', 1, 1, null from generate_series(1, $rows) g" >/dev/null
 done
@@ -61,7 +62,7 @@ declare -A loop=(
 declare -A tx=( # %s the table, then the statement's number (every run deletes other rows)
   [insert/tx]="insert into %s (name, price, qty, attrs) values ($row);%.0s\n"
   [update/tx]="update %s set qty = qty + 1 where id = 1 + %d %% 1000;\n"
-  [delete/tx]="delete from %s where id = %d;\n"
+  [delete/tx]="delete from %s where id = 1000 + %d;\n"
 )
 single() { # input file -> instructions the single-user backend spent on it
   as valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
