@@ -1,16 +1,3 @@
--- certyo.capture_rows(): AFTER INSERT / AFTER DELETE ... FOR EACH STATEMENT
--- trigger on tracked (ordinary) tables, with transition tables (certyo_new,
--- certyo_old). Updates keep the row trigger certyo.capture(). Writes the
--- statement's changes to the outbox in one set-based INSERT, inside the
--- writing transaction: a 100-row statement costs one trigger call, not 100.
--- The payload is the whole row image; the claim removes certyo's status
--- columns (off the write path). Arguments: table_id, the table's kind, then
--- the key column names. Output settings are pinned (certyo.pin_output, only
--- when they do not hold already) so the payload text never depends on the
--- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
---   INSERT: every new row (its version was stamped by certyo.capture_before_insert;
---           stamped again when a delete of the same key committed before it).
---   DELETE: every old row, with a new version.
 -- certyo.deletes_memo(part): what an insert's capture remembers after probing
 -- for late deletes (certyo.deletes_seen): 1, the delete clock as it reads now;
 -- 2, this client statement's start in microseconds (settings change neither).
@@ -21,8 +8,8 @@ language sql
 volatile
 as $$
     select case part
-        when 1 then coalesce(pg_catalog.pg_sequence_last_value('certyo.delete_clock'::pg_catalog.regclass), 0)::text
-        else ((extract(epoch from pg_catalog.statement_timestamp()) operator(pg_catalog.*) 1000000)::bigint)::text
+        when 1 then coalesce(pg_catalog.pg_sequence_last_value('certyo.delete_clock'::pg_catalog.regclass), 0)::pg_catalog.text
+        else ((extract(epoch from pg_catalog.statement_timestamp()) operator(pg_catalog.*) 1000000)::bigint)::pg_catalog.text
     end
 $$;
 
@@ -50,6 +37,19 @@ $$;
 comment on function certyo.deletes_checked() is
     'Capture: whether this session probed for late deletes since the last one was counted, in an earlier statement.';
 
+-- certyo.capture_rows(): AFTER INSERT / AFTER DELETE ... FOR EACH STATEMENT
+-- trigger on tracked (ordinary) tables, with transition tables (certyo_new,
+-- certyo_old). Updates keep the row trigger certyo.capture(). Writes the
+-- statement's changes to the outbox in one set-based INSERT, inside the
+-- writing transaction: a 100-row statement costs one trigger call, not 100.
+-- The payload is the whole row image; the claim removes certyo's status
+-- columns (off the write path). Arguments: table_id, the table's kind, then
+-- the key column names. Output settings are pinned (certyo.pin_output, only
+-- when they do not hold already) so the payload text never depends on the
+-- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+--   INSERT: every new row (its version was stamped by certyo.capture_before_insert;
+--           stamped again when a delete of the same key committed before it).
+--   DELETE: every old row, with a new version.
 create or replace function certyo.capture_rows()
 returns trigger
 language plpgsql
