@@ -40,6 +40,8 @@ export class Rand {
 }
 
 export interface ClientsResult {
+  /** The seed the clients' random numbers came from (CERTYO_STRESS_SEED replays it). */
+  seed: number;
   /** Iterations that ended without an error. */
   committed: number;
   /** Contention errors by SQLSTATE. */
@@ -52,6 +54,12 @@ export interface ClientsOptions {
   seed: number;
   /** Called once, when any client has done this many iterations (a DDL in the middle of the run). */
   midway?: { after: number; run: (sql: Sql) => Promise<void> };
+  /**
+   * Run by each client once its iterations are done, and run again while it
+   * meets contention: an ending every client reaches (the run's last changes
+   * to a key, say, so that how the run ends does not hang on chance).
+   */
+  finish?: (sql: Sql, client: number) => Promise<void>;
 }
 
 export async function runClients(
@@ -59,36 +67,44 @@ export async function runClients(
   opts: ClientsOptions,
   iteration: (sql: Sql, rand: Rand, client: number) => Promise<void>,
 ): Promise<ClientsResult> {
-  const result: ClientsResult = { committed: 0, contention: {} };
+  const result: ClientsResult = { seed: opts.seed, committed: 0, contention: {} };
   let stop: Error | undefined;
   let midwayDone = !opts.midway;
+  /** Runs one step; false when it met contention (counted), throws on any other error. */
+  const attempt = async (c: number, what: string, step: () => Promise<void>) => {
+    try {
+      await step();
+      return true;
+    } catch (err) {
+      const code = (err as { code?: string }).code ?? '';
+      if (CONTENTION.has(code)) {
+        result.contention[code] = (result.contention[code] ?? 0) + 1;
+        return false;
+      }
+      const how = GONE.has(code) ? 'lost its connection' : 'failed';
+      throw new Error(`client ${c} (seed ${opts.seed}) ${how} in ${what}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  };
   const client = async (c: number) => {
     const sql = postgres(url, { max: 1, onnotice: () => {} });
     const rand = new Rand(opts.seed * 1000 + c);
     try {
       for (let i = 0; i < opts.iterations && !stop; i++) {
-        try {
+        const ok = await attempt(c, `iteration ${i}`, async () => {
           if (!midwayDone && i === opts.midway!.after) {
             midwayDone = true;
             await opts.midway!.run(sql);
           }
           await iteration(sql, rand, c);
-          result.committed++;
-        } catch (err) {
-          const code = (err as { code?: string }).code ?? '';
-          if (CONTENTION.has(code)) {
-            result.contention[code] = (result.contention[code] ?? 0) + 1;
-            continue;
-          }
-          const what = GONE.has(code) ? 'lost its connection' : 'failed';
-          stop ??= new Error(
-            `client ${c} (seed ${opts.seed}) ${what} in iteration ${i}: ${(err as Error).message}`,
-            {
-              cause: err,
-            },
-          );
-        }
+        });
+        if (ok) result.committed++;
       }
+      const finish = opts.finish;
+      if (finish) while (!stop && !(await attempt(c, 'its finish', () => finish(sql, c)))) {}
+    } catch (err) {
+      stop ??= err as Error;
     } finally {
       await sql.end({ timeout: 1 });
     }

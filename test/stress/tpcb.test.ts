@@ -75,7 +75,7 @@ test('pgbench TPC-B-like on tracked pgbench tables, 8 clients: no crash, final s
     },
   );
   t.diagnostic(
-    `${outcome.committed} transactions committed; contention: ${JSON.stringify(outcome.contention)}`,
+    `seed ${outcome.seed}: ${outcome.committed} transactions committed; contention: ${JSON.stringify(outcome.contention)}`,
   );
   assert.equal(outcome.committed, 8 * 250 * STRESS_SCALE, 'TPC-B-like transactions never conflict');
   const [sums] = await db.sql`select (select sum(abalance) from pgbench_accounts)::int as a,
