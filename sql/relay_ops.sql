@@ -31,12 +31,16 @@ returns integer
 language sql
 security definer
 set search_path = pg_catalog, pg_temp
+-- The changes by id, one index probe each (see certyo.ack: the token is a join column).
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
     with p as (
         update certyo.outbox o
         set parked_at = now(), last_error = r.e, lease_token = null, lease_until = null
-        from unnest(ids, errors) as r(id, e)
-        where o.id = r.id and o.lease_token = relay_token
+        from unnest(ids, errors, array_fill(relay_token, array[cardinality(ids)])) as r(id, e, token)
+        where o.id = r.id and o.lease_token = r.token
         returning 1
     )
     select count(*)::integer from p

@@ -20,6 +20,11 @@ language sql
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- The receipts by index, however many there are: with seq scans and hash joins
+-- allowed, the lease below read every receipt ever kept to update a thousand.
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
     with due as (
         select r.id
@@ -62,6 +67,11 @@ language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- The receipts by id, one index probe each (see certyo.ack: the token is a join
+-- column, so no estimate of it decides how the receipts are read).
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
     v_count integer;
@@ -77,7 +87,7 @@ declare
     v_written bigint[];
 begin
     with r as (
-        select * from jsonb_to_recordset(results) as x(
+        select x.*, relay_token as token from jsonb_to_recordset(results) as x(
             id bigint, status text, checked boolean, next_check_ms bigint, record_hash text, merkle_root text,
             proof text, detail text, batch_id text, polygon_tx_hash text, block_number bigint, ipfs_cid text,
             anchored_at timestamptz)
@@ -104,7 +114,7 @@ begin
             -- Kept for verification by payload until nothing is left to check.
             payload = case when r.next_check_ms is null then null else c.payload end
         from r
-        where c.id = r.id and c.lease_token = relay_token
+        where c.id = r.id and c.lease_token = r.token
         returning c.id, c.table_id, c.op, c.record_id, c.anchor_status,
                   coalesce(c.record_hash, r.record_hash) as h, c.verified_at
     )

@@ -55,6 +55,10 @@ language plpgsql
 security definer
 set search_path = pg_catalog, pg_temp
 set jit = off
+-- Run every poll interval: by index, never a read of every receipt ever kept.
+set enable_seqscan = off
+set enable_hashjoin = off
+set enable_mergejoin = off
 as $$
 declare
     v_table integer;
