@@ -2308,8 +2308,11 @@ as $$
         returning 1
     ),
     v as (
+        -- A receipt is leased only while due (claim_verification), so its lease lies
+        -- among the due ones (receipt_due), never among every receipt ever kept.
+        -- One leased otherwise is not given back: its lease expires.
         update certyo.receipt c set lease_token = null, lease_until = null
-        where c.lease_token = relay_token
+        where c.next_check_at <= now() and c.lease_token = relay_token
     )
     select count(*)::integer from r
 $$;

@@ -117,4 +117,24 @@ describe('relay verbs on a large analyzed backlog', () => {
       await db.sql`select count(*)::int as n from certyo.receipt where write_due_at is not null`;
     assert.equal(pending!.n, 0, 'every due write-back was done');
   });
+
+  test('release gives back the leases by index', async () => {
+    const token = '00000000-0000-4000-8000-00000000b003';
+    await db.sql`insert into t select g, 0 from generate_series(${BACKLOG + 1}::int, ${BACKLOG + 100}::int) g`;
+    const claimed = await db.sql`select id from certyo.claim(${token}, ${BATCH})`;
+    assert.equal(claimed.length, 100);
+    const checking =
+      await db.sql`select id from certyo.claim_verification(${token}, 50, '60 seconds', '0 seconds')`;
+    assert.equal(checking.length, 50);
+    const release = await scansOf(async (sql) => {
+      const [r] = await sql`select certyo.release(${token}) as n`;
+      return r!.n;
+    });
+    assert.equal(release.result, 100);
+    assert.deepEqual(release.seq, [], 'release read these sequentially');
+    const [held] =
+      await db.sql`select (select count(*) from certyo.outbox where lease_token = ${token})::int as o,
+                                       (select count(*) from certyo.receipt where lease_token = ${token})::int as r`;
+    assert.deepEqual({ ...held }, { o: 0, r: 0 }, 'every lease was given back');
+  });
 });
