@@ -25,11 +25,15 @@ export function usage(child: ChildProcess): { cpuSeconds: number; peakRssMb: num
   return { cpuSeconds: ticks / CLK_TCK, peakRssMb: Math.round(Number(hwm?.[1] ?? 0) / 1024) };
 }
 
-/** Busy and total jiffies of the whole machine (all cores), from /proc/stat. */
-export function machineTicks(): { busy: number; total: number } {
+/**
+ * Busy and total jiffies of the whole machine (all cores), from /proc/stat;
+ * steal: time the hypervisor gave another machine while this one wanted to run
+ * (counted in busy: the benchmarks' processes were waiting for a core).
+ */
+export function machineTicks(): { busy: number; total: number; steal: number } {
   const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = cpu.reduce((a, b) => a + b, 0);
-  return { busy: total - (cpu[3] ?? 0) - (cpu[4] ?? 0), total }; // idle, iowait
+  return { busy: total - (cpu[3] ?? 0) - (cpu[4] ?? 0), total, steal: cpu[7] ?? 0 }; // idle, iowait; steal
 }
 
 /** Polls with a cheap query: counting a large outbox every 20 ms would take CPU from the drain. */

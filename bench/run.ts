@@ -7,6 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { startEmbedded } from '../relay/src/embedded.js';
 import { paths } from '../relay/src/paths.js';
+import { machineTicks } from './measure.js';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 const r2 = (x: number) => Math.round(x * 100) / 100;
@@ -35,7 +36,13 @@ async function main() {
     });
   const node = (script: string, ...args: string[]) =>
     exec(process.execPath, [`${paths.root}dist/bench/${script}`, ...args]);
+  const ticksAtStart = machineTicks();
   try {
+    // First, while PostgreSQL is idle: it does not use the database, and after the
+    // relay's million-change drain autovacuum works on for a while (26k records/s
+    // measured there, 42-50k alone).
+    console.log('local Certyo ingest ...');
+    const certyo = lastJson(await node('local-certyo.js'));
     console.log('write tax (pgbench, 3 interleaved rounds) ...');
     const tax = await exec('bash', [`${paths.root}bench/write-tax.sh`, '4', '200000']);
     const rounds = [...tax.matchAll(/round=(\d) op=(\w+) variant=(\w+) tps=([\d.]+)/g)].map((m) => ({
@@ -80,8 +87,6 @@ async function main() {
     const met = (x: number, min: number) => (x >= min ? 'met' : 'not met');
     console.log('relay (drain, latency) ...');
     const relay = lastJson(await node('relay.js'));
-    console.log('local Certyo ingest ...');
-    const certyo = lastJson(await node('local-certyo.js'));
     console.log('verification and tamper sweep ...');
     const verify = lastJson(await node('verify.js'));
     console.log('backfill (1,000,000 rows, live changes meanwhile) ...');
@@ -93,9 +98,15 @@ async function main() {
     const soakSeconds = soakAt < 0 ? undefined : (process.argv[soakAt + 1] ?? '600');
     if (soakSeconds) console.log(`soak (${soakSeconds} s at 80% load, a snapshot held for half of it) ...`);
     const soak = soakSeconds ? lastJson(await node('soak.js', '--seconds', soakSeconds)) : undefined;
+    const ticks = machineTicks();
     const report = {
       date: new Date().toISOString(),
       machine: `${cpus().length} x ${cpus()[0]?.model}`,
+      // On a shared host, the share of the run's CPU time the hypervisor gave to
+      // others: runs with very different figures are not comparable.
+      stealPercent: r2(
+        (100 * (ticks.steal - ticksAtStart.steal)) / Math.max(1, ticks.total - ticksAtStart.total),
+      ),
       postgres: relay.postgres,
       writeTax,
       relay,
@@ -264,7 +275,8 @@ async function main() {
     const md = [
       '# Benchmark results',
       '',
-      `${report.date}, ${report.machine}, PostgreSQL ${report.postgres}. Produced by \`npm run bench\`; raw numbers in \`bench/results/${report.date.slice(0, 10)}.json\`.`,
+      `${report.date}, ${report.machine}, PostgreSQL ${report.postgres}. Produced by \`npm run bench\`; raw numbers in \`bench/results/${report.date.slice(0, 10)}.json\`. ` +
+        `CPU steal during the run (time the hypervisor gave to other machines): ${report.stealPercent}% of the run's CPU time; runs with very different steal are not comparable.`,
       '',
       '| goal | target | measured |',
       '|---|---|---|',
