@@ -2,7 +2,7 @@
 // per-tenant idempotency window, batching by count or age, fake anchoring,
 // and verification with Merkle proofs.
 import { randomUUID } from 'node:crypto';
-import { canonical, type JsonObject } from '../certyo/json.js';
+import { canonical, type JsonObject, own } from '../certyo/json.js';
 import {
   buildTree,
   type Levels,
@@ -37,12 +37,6 @@ export interface Snapshot {
   /** ingestedAt in epoch milliseconds (the idempotency window). */
   ingestedMs: number;
 }
-
-/**
- * A copy of a string that keeps nothing else alive. Parsed strings are V8
- * slices of the request body: keeping one would keep the whole body in memory.
- */
-export const own = (s: string) => (s.length < 13 ? s : ` ${s}`.slice(1));
 
 /** Most keys index one snapshot: no list is allocated for them. */
 type OneOrMany = Snapshot | Snapshot[];

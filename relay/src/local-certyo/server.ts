@@ -14,12 +14,13 @@ import {
   type Json,
   type JsonObject,
   JsonSyntaxError,
+  own,
   parseJson,
 } from '../certyo/json.js';
 import { documentedAnswer, refuseUndocumented } from './documented.js';
 import { HttpError, problem } from './errors.js';
 import { type Faults, type Garble, garbled, NO_FAULTS } from './faults.js';
-import { type IngestResult, Ledger, type LedgerOptions, own, recordHash } from './ledger.js';
+import { type IngestResult, Ledger, type LedgerOptions, recordHash } from './ledger.js';
 import { answerQuery } from './queries.js';
 import { type FieldError, type RecordFields, validateRecord } from './validate.js';
 
