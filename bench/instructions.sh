@@ -16,7 +16,9 @@
 # temporary directory.
 # Usage: bench/instructions.sh [n]    (run as root: the cluster runs as postgres)
 # To try a change: EXPERIMENT=file.sql (psql script run after the install, e.g.
-# a create or replace function), OPS="insert update", TABLES=tracked.
+# a create or replace function), EXPERIMENT_TABLES=file.sql (run once the
+# tables exist: drop or replace a trigger), KEEP=file (the last callgrind
+# profile, for callgrind_annotate --inclusive=yes), OPS="insert update", TABLES=tracked.
 set -euo pipefail
 n=${1:-1000}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -44,6 +46,7 @@ begin
 end $$;
 create trigger naive_capture after insert or update or delete on naive for each row execute function naive_capture();
 SQL
+if [ -n "${EXPERIMENT_TABLES:-}" ]; then psql -qX "$url" -v ON_ERROR_STOP=1 -f "$EXPERIMENT_TABLES" >/dev/null; fi
 # Rows 1..1000 in each table for the updates, and above them rows for the deletes,
 # whatever the order of OPS (the tables share untracked's id sequence).
 warm=100
@@ -67,6 +70,7 @@ declare -A tx=( # %s the table, then the statement's number (every run deletes o
 single() { # input file -> instructions the single-user backend spent on it
   as valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
     "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off postgres < "$1" > "$dir/run.log" 2>&1
+  if [ -n "${KEEP:-}" ]; then cp "$dir/cg.out" "$KEEP"; fi
   callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}'
 }
 statements() { # op table first count: count statements, numbered from first

@@ -1,5 +1,5 @@
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
--- per changed row inside the writing transaction. The payload is the whole
+-- per changed row inside the writing transaction and wakes a waiting relay. The payload is the whole
 -- row image; the claim removes certyo's status columns (off the write path). Arguments: table_id, the
 -- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned
 -- (certyo.pin_output, only when they do not hold already) so the payload text never
@@ -15,6 +15,7 @@ declare
     v_version bigint;
     v_key text;
     v_saved text[];
+    v_waiting boolean;
 begin
     -- The rendering is all the pinned settings are for (NEW is null for a DELETE).
     if not certyo.output_pinned() then
@@ -41,12 +42,18 @@ begin
         -- A key column was renamed since tracking was enabled: resolve it by number.
         v_key := certyo.record_key_slow(tg_argv[0]::integer, v_payload);
     end if;
-    insert into certyo.outbox (id, table_id, op, record_id, payload)
-    values (v_version, tg_argv[0]::integer,
-            -- A backfill's stamp (certyo.backfill_step names the table it stamps): 'B'.
-            case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
-                 else substr(tg_op, 1, 1) end::"char",
-            v_key, v_payload);
+    -- Asks whether a relay waits in the statement that writes the outbox: a
+    -- statement trigger of its own (certyo.wake) cost a single-row UPDATE twice
+    -- as much as this probe does. A many-row statement probes once a row.
+    with ins as (
+        insert into certyo.outbox (id, table_id, op, record_id, payload)
+        values (v_version, tg_argv[0]::integer,
+                -- A backfill's stamp (certyo.backfill_step names the table it stamps): 'B'.
+                case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
+                     else substr(tg_op, 1, 1) end::"char",
+                v_key, v_payload)
+    )
+    select exists (select from certyo.waiting_relay) into v_waiting;
     if tg_op = 'DELETE' then
         -- After the delete's version is drawn (see certyo.delete_clock, capture_rows).
         perform nextval('certyo.delete_clock');
@@ -54,9 +61,13 @@ begin
     elsif tg_op = 'INSERT' then
         perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);
     end if;
+    -- What certyo.wake_relays() is for: a NOTIFY only while a relay waits.
+    if v_waiting then
+        perform certyo.wake_relays();
+    end if;
     return null;
 end
 $$;
 
 comment on function certyo.capture() is
-    'AFTER row trigger of tracked tables: writes the change to certyo.outbox in the same transaction.';
+    'AFTER row trigger of tracked tables: writes the change to certyo.outbox in the same transaction, wakes a waiting relay.';

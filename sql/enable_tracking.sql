@@ -245,11 +245,8 @@ begin
         end if;
     end if;
     -- Statement-level triggers are not inherited by partitions: put them on each.
+    -- (No wake-up trigger: capture wakes a waiting relay itself.)
     for v_part in select target union select relid from pg_partition_tree(target) loop
-        -- Ordinary tables: capture_rows wakes for inserts and deletes itself.
-        execute format('create trigger certyo_wake after %s on %s'
-                       ' for each statement execute function certyo.wake()',
-                       case when v_rel.relkind = 'r' then 'update' else 'insert or update or delete' end, v_part);
         execute format('create trigger certyo_refuse_truncate before truncate on %s'
                        ' for each statement execute function certyo.refuse_truncate()', v_part);
     end loop;

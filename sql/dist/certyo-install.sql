@@ -810,7 +810,7 @@ comment on function certyo.restamp_inserts(integer, bigint[], text[]) is
 
 -- sql/capture.sql
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
--- per changed row inside the writing transaction. The payload is the whole
+-- per changed row inside the writing transaction and wakes a waiting relay. The payload is the whole
 -- row image; the claim removes certyo's status columns (off the write path). Arguments: table_id, the
 -- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned
 -- (certyo.pin_output, only when they do not hold already) so the payload text never
@@ -826,6 +826,7 @@ declare
     v_version bigint;
     v_key text;
     v_saved text[];
+    v_waiting boolean;
 begin
     -- The rendering is all the pinned settings are for (NEW is null for a DELETE).
     if not certyo.output_pinned() then
@@ -852,12 +853,18 @@ begin
         -- A key column was renamed since tracking was enabled: resolve it by number.
         v_key := certyo.record_key_slow(tg_argv[0]::integer, v_payload);
     end if;
-    insert into certyo.outbox (id, table_id, op, record_id, payload)
-    values (v_version, tg_argv[0]::integer,
-            -- A backfill's stamp (certyo.backfill_step names the table it stamps): 'B'.
-            case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
-                 else substr(tg_op, 1, 1) end::"char",
-            v_key, v_payload);
+    -- Asks whether a relay waits in the statement that writes the outbox: a
+    -- statement trigger of its own (certyo.wake) cost a single-row UPDATE twice
+    -- as much as this probe does. A many-row statement probes once a row.
+    with ins as (
+        insert into certyo.outbox (id, table_id, op, record_id, payload)
+        values (v_version, tg_argv[0]::integer,
+                -- A backfill's stamp (certyo.backfill_step names the table it stamps): 'B'.
+                case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
+                     else substr(tg_op, 1, 1) end::"char",
+                v_key, v_payload)
+    )
+    select exists (select from certyo.waiting_relay) into v_waiting;
     if tg_op = 'DELETE' then
         -- After the delete's version is drawn (see certyo.delete_clock, capture_rows).
         perform nextval('certyo.delete_clock');
@@ -865,12 +872,16 @@ begin
     elsif tg_op = 'INSERT' then
         perform certyo.restamp_inserts(tg_argv[0]::integer, array[v_version], array[v_key]);
     end if;
+    -- What certyo.wake_relays() is for: a NOTIFY only while a relay waits.
+    if v_waiting then
+        perform certyo.wake_relays();
+    end if;
     return null;
 end
 $$;
 
 comment on function certyo.capture() is
-    'AFTER row trigger of tracked tables: writes the change to certyo.outbox in the same transaction.';
+    'AFTER row trigger of tracked tables: writes the change to certyo.outbox in the same transaction, wakes a waiting relay.';
 
 -- sql/capture_key_change.sql
 -- certyo.capture_key_change(): AFTER UPDATE row trigger on tracked tables,
@@ -921,18 +932,17 @@ comment on function certyo.capture_key_change() is
     'AFTER UPDATE trigger of tracked tables when a key column changes: the old record is deleted, the new one inserted.';
 
 -- sql/wake.sql
--- certyo.wake(): AFTER statement trigger on tracked tables (ordinary tables:
--- AFTER UPDATE only, capture_rows wakes for inserts and deletes). Sends a NOTIFY only
--- while some relay is registered as waiting (certyo.waiting_relay), so a busy
--- or absent relay costs writers one index probe and no commit-time NOTIFY lock.
+-- Wake-up: capture (certyo.capture_rows for inserts and deletes of ordinary
+-- tables, certyo.capture for the rest) sends a NOTIFY only while some relay is
+-- registered as waiting (certyo.waiting_relay), so a busy or absent relay costs
+-- writers one probe and no commit-time NOTIFY lock.
 -- One NOTIFY per wait: the first writer takes the registrations (skip locked:
 -- concurrent writers neither wait nor notify), and a woken relay registers
 -- again only when it finds nothing to claim. NOTIFY serialises commits, so
 -- notifying on every write while a relay keeps up would throttle the writers.
 -- certyo.wake_relays(): takes the waiting relays' registrations and notifies
--- them; called by certyo.wake() and, for inserts and deletes of ordinary
--- tables, by certyo.capture_rows() (which asks whether any relay waits in the
--- statement that writes the outbox: one trigger call fewer per statement).
+-- them; called by capture, which asks whether any relay waits in the statement
+-- that writes the outbox (a trigger of its own cost more than the probe).
 create or replace function certyo.wake_relays()
 returns void
 language plpgsql
@@ -950,6 +960,9 @@ $$;
 comment on function certyo.wake_relays() is
     'Capture: wake the relays registered as waiting (one NOTIFY per wait).';
 
+-- certyo.wake(): the statement trigger tables tracked before capture woke
+-- relays itself had (certyo_wake). It has nothing left to do; enable_tracking
+-- no longer creates it, and running enable_tracking again removes it.
 create or replace function certyo.wake()
 returns trigger
 language plpgsql
@@ -957,15 +970,12 @@ security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    if exists (select from certyo.waiting_relay) then
-        perform certyo.wake_relays();
-    end if;
     return null;
 end
 $$;
 
 comment on function certyo.wake() is
-    'AFTER statement trigger of tracked tables: wakes a waiting relay; silent while relays are busy.';
+    'Statement trigger of tables tracked by an earlier version: does nothing (capture wakes relays itself).';
 
 -- sql/capture_rows.sql
 -- certyo.deletes_memo(part): what an insert's capture remembers after probing
@@ -1730,11 +1740,8 @@ begin
         end if;
     end if;
     -- Statement-level triggers are not inherited by partitions: put them on each.
+    -- (No wake-up trigger: capture wakes a waiting relay itself.)
     for v_part in select target union select relid from pg_partition_tree(target) loop
-        -- Ordinary tables: capture_rows wakes for inserts and deletes itself.
-        execute format('create trigger certyo_wake after %s on %s'
-                       ' for each statement execute function certyo.wake()',
-                       case when v_rel.relkind = 'r' then 'update' else 'insert or update or delete' end, v_part);
         execute format('create trigger certyo_refuse_truncate before truncate on %s'
                        ' for each statement execute function certyo.refuse_truncate()', v_part);
     end loop;

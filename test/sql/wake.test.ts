@@ -55,6 +55,46 @@ describe('wake-up', () => {
     assert.deepEqual(await drain(), ['certyo_wakeup']);
   });
 
+  test('a relay waiting: an update wakes it, a status write-back does not', async () => {
+    await db.sql`insert into items values (20)`;
+    await db.sql`select certyo.relay_wait(${RELAY}::uuid)`;
+    await db.sql`update items set id = 21 where id = 20`;
+    assert.deepEqual(await drain(), ['certyo_wakeup']);
+    // No wake-up trigger of its own any more: capture wakes.
+    const [triggers] = await db.sql`
+      select count(*)::int as n from pg_trigger where tgrelid = 'items'::regclass and tgname = 'certyo_wake'`;
+    assert.equal(triggers!.n, 0);
+    await db.sql`select certyo.relay_wait(${RELAY}::uuid)`;
+    // The relay's write-back changes status columns only: nothing to deliver, no NOTIFY.
+    const [row] = await db.sql`select certyo_record_version::text as v from items where id = 21`;
+    await db.sql.begin(async (tx) => {
+      await tx`set local certyo.status_write = 'on'`;
+      await tx`select certyo.write_status(
+        (select table_id from certyo.tracked_table where relid = 'items'::regclass),
+        array['21'], array[${row!.v}::bigint], array['anchored'], array['h'], array[now()])`;
+    });
+    assert.deepEqual(await drain(), []);
+    await db.sql`select certyo.relay_busy(${RELAY}::uuid)`;
+  });
+
+  test('a relay waiting: writes to a partitioned table wake it, each change kind', async () => {
+    await db.sql`create table parts (id int primary key, n int) partition by range (id)`;
+    await db.sql`create table parts_1 partition of parts for values from (0) to (100)`;
+    await db.sql`create table parts_2 partition of parts for values from (100) to (200)`;
+    await db.sql`select certyo.enable_tracking('parts')`;
+    const writes = [
+      'insert into parts values (1, 1)',
+      'update parts set n = 2 where id = 1',
+      'update parts set id = 150 where id = 1', // moves to the other partition
+      'delete from parts where id = 150',
+    ];
+    for (const write of writes) {
+      await db.sql`select certyo.relay_wait(${RELAY}::uuid)`;
+      await db.sql.unsafe(write);
+      assert.deepEqual(await drain(), ['certyo_wakeup']);
+    }
+  });
+
   test('registering never waits for a writer that is taking the registration', async () => {
     await db.sql`select certyo.relay_wait(${RELAY}::uuid)`;
     const writer = await db.sql.reserve();
