@@ -9,7 +9,8 @@
 # row by primary key). In one transaction, those leave out what PL/pgSQL does
 # once per transaction (it initialises each expression it evaluates again in
 # every transaction: a fifth of a tracked single-row INSERT), so insert/tx,
-# update/tx and delete/tx send n statements one by one, each its own
+# update/tx, delete/tx and update100/tx (100 rows a statement: counted per
+# statement) send n statements one by one, each its own
 # transaction as pgbench sends them: parse, plan, execute and commit counted,
 # less a run of the warm-up statements alone. Needs valgrind and the server
 # binaries (PG_BIN, default pg_config --bindir); builds its own cluster in a
@@ -66,6 +67,7 @@ declare -A tx=( # %s the table, then the statement's number (every run deletes o
   [insert/tx]="insert into %s (name, price, qty, attrs) values ($row);%.0s\n"
   [update/tx]="update %s set qty = qty + 1 where id = 1 + %d %% 1000;\n"
   [delete/tx]="delete from %s where id = 1000 + %d;\n"
+  [update100/tx]="update %s set qty = qty + 1 where id <= 100 and %d > 0;\n"
 )
 single() { # input file -> instructions the single-user backend spent on it
   as valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
