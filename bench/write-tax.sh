@@ -41,7 +41,6 @@ create table polling (like untracked including all, updated_at timestamptz not n
 create index polling_updated_at on polling (updated_at, id);
 select certyo.enable_tracking('tracked');
 select certyo.enable_tracking('tracked_nowake');
-drop trigger certyo_wake on tracked_nowake;
 -- Inserts wake relays from inside capture_rows' statement: a copy without that check.
 do \$\$
 declare d text;
