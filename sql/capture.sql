@@ -17,9 +17,10 @@ declare
     v_saved text[];
     v_waiting boolean;
 begin
-    -- The usual call, an UPDATE with one key column under the pinned settings,
-    -- evaluates four expressions and one statement (PL/pgSQL initialises each
-    -- again in every transaction: 2k instructions for the simplest).
+    -- The usual call, an UPDATE of a table with one key column: under the pinned
+    -- settings it evaluates four expressions and one statement, not ten (PL/pgSQL
+    -- initialises each again in every transaction: 2k instructions for the simplest).
+    -- The rest (composite keys, and inserts and deletes of partitioned tables) below.
     if tg_op = 'UPDATE' and tg_nargs = 3 then
         if certyo.output_pinned() then
             v_payload := row_to_json(new);
