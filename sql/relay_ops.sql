@@ -102,3 +102,34 @@ as $$
     where w.relay in (select x.relay from certyo.waiting_relay x
                       where x.relay = relay_busy.relay for update skip locked);
 $$;
+
+-- certyo.writers_in_flight(): whether a transaction that wrote to the outbox
+-- is still open. A writer asks whether a relay waits before it commits, so one
+-- that asked before a relay's registration committed sent no NOTIFY, and the
+-- relay's claim right after registering does not see its change yet: without
+-- this the change waited for the poll (3 in 100 of a trickle's changes, each a
+-- CERTYO_POLL_INTERVAL_MS). Such a writer holds its lock on the outbox until its
+-- commit is visible, so a relay that registered checks this (after the
+-- registration committed) before the claim it goes to sleep on, and claims
+-- again shortly while it holds. pg_locks only reads the lock table: writers
+-- never wait for it. Writers under REPEATABLE READ or SERIALIZABLE whose
+-- snapshot predates the registration do not see it at all; theirs wait for the
+-- poll.
+create or replace function certyo.writers_in_flight()
+returns boolean
+language sql
+stable
+security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select exists (
+        select from pg_locks l
+        where l.locktype = 'relation'
+            and l.database = (select d.oid from pg_database d where d.datname = current_database())
+            and l.relation = 'certyo.outbox'::regclass
+            and l.mode = 'RowExclusiveLock' and l.granted
+            and l.pid <> pg_backend_pid());
+$$;
+
+comment on function certyo.writers_in_flight() is
+    'Relay: is a transaction that wrote to the outbox still open (it may have missed a registration)?';

@@ -66,12 +66,22 @@ export class DeliveryLoops {
     this.waiting = waiting && this.wakeups === seen;
   }
 
+  /** No transaction that wrote to the outbox is open (see certyo.writers_in_flight). */
+  private async noWriterInFlight() {
+    const [row] = await this.sql<{ busy: boolean }[]>`select certyo.writers_in_flight() as busy`;
+    return !row?.busy;
+  }
+
   async run(worker: number) {
     const delivery = this.delivery;
     let failures = 0;
     // The previous batch's acknowledgement, running while this loop claims and sends the
     // next batch (never more than one behind: awaited before the next one starts).
     let acking: Promise<void> = Promise.resolve();
+    // Since this loop registered, no writer that may have missed the registration is
+    // still open (checked before the last claim); else claim again after inFlightMs.
+    let quiet = true;
+    let inFlightMs = 1;
     while (this.host.running()) {
       if (worker > 0 && !this.backlog) {
         await this.host.sleep(this.cfg.pollIntervalMs, 'helpers');
@@ -91,10 +101,21 @@ export class DeliveryLoops {
         if (changes.length === 0) {
           if (!this.waiting) {
             await this.setWaiting(true);
-            continue; // claim once more: a change committed just before we registered sent no NOTIFY
+            // Claim once more: a change committed just before we registered sent no NOTIFY.
+            quiet = await this.noWriterInFlight();
+            inFlightMs = 1;
+            continue;
           }
           // An acknowledgement committed since this claim began: claim what it released.
           if (this.acknowledgements !== acknowledged) continue;
+          // A writer that asked before our registration committed sent no NOTIFY, and
+          // its change was not visible to this claim: claim again once it is gone.
+          if (!quiet) {
+            await this.host.sleep(inFlightMs);
+            inFlightMs = Math.min(2 * inFlightMs, this.cfg.pollIntervalMs);
+            quiet = await this.noWriterInFlight();
+            continue;
+          }
           // Polled without a wake-up: one may have been lost (the listening connection was
           // down when a writer took our registration). Register again.
           if (!(await this.host.sleep(this.cfg.pollIntervalMs))) this.waiting = false;

@@ -7,6 +7,8 @@ export interface WaitOptions {
   limitMs?: number;
   /** What the failure message should show (relay logs, backends, counts). */
   describe?: () => string | Promise<string>;
+  /** Between checks (default 20 ms). */
+  intervalMs?: number;
 }
 
 export async function until(cond: () => boolean | Promise<boolean>, opts: WaitOptions = {}) {
@@ -17,6 +19,6 @@ export async function until(cond: () => boolean | Promise<boolean>, opts: WaitOp
       const detail = opts.describe ? `\n${await opts.describe()}` : '';
       throw new Error(`condition not met after ${limitMs} ms: ${cond.toString().slice(0, 300)}${detail}`);
     }
-    await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 20));
   }
 }

@@ -117,4 +117,26 @@ describe('wake-up', () => {
     await db.sql`insert into items values (9)`;
     assert.deepEqual(await drain(), []);
   });
+
+  test('writers_in_flight: open while a transaction that wrote a change is, and only then', async () => {
+    const inFlight = async () => (await db.sql`select certyo.writers_in_flight() as b`)[0]!.b as boolean;
+    assert.equal(await inFlight(), false);
+    const writer = await db.sql.reserve();
+    try {
+      await writer`begin`;
+      await writer`select count(*) from items`; // reads take no lock that counts
+      assert.equal(await inFlight(), false, 'a reader counted as a writer');
+      await writer`insert into items values (10)`;
+      assert.equal(await inFlight(), true, 'an open writer was not seen');
+      await writer`commit`;
+      assert.equal(await inFlight(), false, 'a committed writer still counted');
+      await writer`begin`;
+      await writer`update items set id = 11 where id = 10`;
+      assert.equal(await inFlight(), true);
+      await writer`rollback`;
+      assert.equal(await inFlight(), false);
+    } finally {
+      writer.release();
+    }
+  });
 });
