@@ -408,6 +408,25 @@ describe('relay', () => {
     await assertNothingLost(db.sql, api, 200);
   });
 
+  test('a writer open when the relay registers sent no NOTIFY: its change arrives once it commits, not at the poll', async () => {
+    const writer = await db.sql.reserve();
+    try {
+      await writer`begin`;
+      await writer`insert into products values (1, 's', 1)`; // no relay waits yet: no NOTIFY comes
+      await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
+      await until(async () => (await db.sql`select count(*)::int as n from certyo.waiting_relay`)[0]!.n > 0);
+      await writer`commit`;
+    } finally {
+      writer.release();
+    }
+    await until(
+      async () =>
+        (await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`)[0]!.n === 0,
+      { limitMs: 60_000, describe: () => logLines.slice(-30).join('') },
+    );
+    await assertNothingLost(db.sql, api, 1);
+  });
+
   test('one delivery loop keeps up with a trickle; the others join only for a backlog', async () => {
     const loops = () =>
       new Set(
