@@ -35,6 +35,8 @@ export class DeliveryLoops {
   private wakeups = 0;
   /** Background acknowledgements committed: what each released may be claimed next. */
   private acknowledgements = 0;
+  /** The install has no certyo.writers_in_flight() (older than this relay). */
+  private noInFlightCheck = false;
 
   constructor(
     private readonly cfg: Config,
@@ -68,8 +70,17 @@ export class DeliveryLoops {
 
   /** No transaction that wrote to the outbox is open (see certyo.writers_in_flight). */
   private async noWriterInFlight() {
-    const [row] = await this.sql<{ busy: boolean }[]>`select certyo.writers_in_flight() as busy`;
-    return !row?.busy;
+    if (this.noInFlightCheck) return true;
+    try {
+      const [row] = await this.sql<{ busy: boolean }[]>`select certyo.writers_in_flight() as busy`;
+      return !row?.busy;
+    } catch (err) {
+      if ((err as { code?: string }).code !== '42883') throw err;
+      // An install older than this relay (migrate before restarting relays): as before it.
+      this.noInFlightCheck = true;
+      this.log.warn('certyo.writers_in_flight() is not installed: run certyo-pg migrate');
+      return true;
+    }
   }
 
   async run(worker: number) {

@@ -427,6 +427,23 @@ describe('relay', () => {
     await assertNothingLost(db.sql, api, 1);
   });
 
+  test('an install older than the relay (no writers_in_flight): it delivers and warns once', async () => {
+    await db.sql`alter function certyo.writers_in_flight() rename to writers_in_flight_hidden`;
+    try {
+      await startRelay({ CERTYO_VERIFY: 'off' });
+      for (let i = 1; i <= 3; i++) {
+        await db.sql`insert into products values (${i}, 's', 1)`;
+        await drained();
+      }
+      await assertNothingLost(db.sql, api, 3);
+      const warned = logLines.filter((l) => l.includes('writers_in_flight() is not installed'));
+      assert.equal(warned.length, 1, 'warned once');
+      assert.ok(!logLines.some((l) => l.includes('relay loop error')), 'the missing function broke the loop');
+    } finally {
+      await db.sql`alter function certyo.writers_in_flight_hidden() rename to writers_in_flight`;
+    }
+  });
+
   test('one delivery loop keeps up with a trickle; the others join only for a backlog', async () => {
     const loops = () =>
       new Set(
