@@ -103,33 +103,48 @@ as $$
                       where x.relay = relay_busy.relay for update skip locked);
 $$;
 
--- certyo.writers_in_flight(): whether a transaction that wrote to the outbox
--- is still open. A writer asks whether a relay waits before it commits, so one
--- that asked before a relay's registration committed sent no NOTIFY, and the
--- relay's claim right after registering does not see its change yet: without
--- this the change waited for the poll (3 in 100 of a trickle's changes, each a
--- CERTYO_POLL_INTERVAL_MS). Such a writer holds its lock on the outbox until its
--- commit is visible, so a relay that registered checks this (after the
--- registration committed) before the claim it goes to sleep on, and claims
--- again shortly while it holds. pg_locks only reads the lock table: writers
--- never wait for it. Writers under REPEATABLE READ or SERIALIZABLE whose
--- snapshot predates the registration do not see it at all; theirs wait for the
--- poll.
-create or replace function certyo.writers_in_flight()
+-- certyo.writers_in_flight(relay): whether a writer that may have missed this
+-- relay's registration is still open. A writer asks whether a relay waits
+-- before it commits, so one that asked before the registration committed sent
+-- no NOTIFY, and the relay's claim right after registering does not see its
+-- change yet: without this the change waited for the poll (3 in 100 of a
+-- trickle's changes, each a CERTYO_POLL_INTERVAL_MS). Such a writer is one of:
+-- - a transaction holding its lock on the outbox (it wrote a change: the lock
+--   goes after its commit is visible);
+-- - a transaction whose snapshot may be older than the registration (under
+--   REPEATABLE READ or SERIALIZABLE it never sees the registration, whenever
+--   it writes). Seen only when certyo's owner may read other sessions'
+--   backend_xmin (a superuser, pg_read_all_stats). backend_xmin is the oldest
+--   transaction running anywhere on the server when the snapshot was taken:
+--   while a long one runs (a report, pg_dump), newer snapshots count too, and
+--   an idle relay claims about once a poll interval, as without a wake-up.
+-- A relay that registered checks this (after the registration committed)
+-- before the claim it goes to sleep on, and claims again shortly while it
+-- holds. It only reads pg_locks and pg_stat_activity: writers never wait for
+-- it. No registration (a writer took it): only the lock counts; that
+-- writer's NOTIFY is on its way.
+create or replace function certyo.writers_in_flight(relay uuid)
 returns boolean
 language sql
 stable
 security definer
 set search_path = pg_catalog, pg_temp
 as $$
+    with db as (select d.oid from pg_database d where d.datname = current_database())
     select exists (
-        select from pg_locks l
-        where l.locktype = 'relation'
-            and l.database = (select d.oid from pg_database d where d.datname = current_database())
+        select from pg_locks l, db
+        where l.locktype = 'relation' and l.database = db.oid
             and l.relation = 'certyo.outbox'::regclass
             and l.mode = 'RowExclusiveLock' and l.granted
-            and l.pid <> pg_backend_pid());
+            and l.pid <> pg_backend_pid())
+    or exists (
+        select from certyo.waiting_relay w, pg_stat_activity a, db
+        where w.relay = writers_in_flight.relay
+            and a.datid = db.oid and a.backend_type = 'client backend'
+            and a.pid <> pg_backend_pid() and a.backend_xmin is not null
+            -- backend_xmin at or before the registration's transaction (xid has no "<")
+            and age(a.backend_xmin) >= age(w.xmin));
 $$;
 
-comment on function certyo.writers_in_flight() is
-    'Relay: is a transaction that wrote to the outbox still open (it may have missed a registration)?';
+comment on function certyo.writers_in_flight(uuid) is
+    'Relay: is a writer that may have missed this relay''s registration still open?';

@@ -35,7 +35,7 @@ export class DeliveryLoops {
   private wakeups = 0;
   /** Background acknowledgements committed: what each released may be claimed next. */
   private acknowledgements = 0;
-  /** The install has no certyo.writers_in_flight() (older than this relay). */
+  /** The install has no certyo.writers_in_flight(relay) (older than this relay). */
   private noInFlightCheck = false;
 
   constructor(
@@ -72,13 +72,15 @@ export class DeliveryLoops {
   private async noWriterInFlight() {
     if (this.noInFlightCheck) return true;
     try {
-      const [row] = await this.sql<{ busy: boolean }[]>`select certyo.writers_in_flight() as busy`;
+      const [row] = await this.sql<
+        { busy: boolean }[]
+      >`select certyo.writers_in_flight(${this.token}) as busy`;
       return !row?.busy;
     } catch (err) {
       if ((err as { code?: string }).code !== '42883') throw err;
       // An install older than this relay (migrate before restarting relays): as before it.
       this.noInFlightCheck = true;
-      this.log.warn('certyo.writers_in_flight() is not installed: run certyo-pg migrate');
+      this.log.warn('certyo.writers_in_flight(relay) is not installed: run certyo-pg migrate');
       return true;
     }
   }

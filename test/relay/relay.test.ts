@@ -427,8 +427,28 @@ describe('relay', () => {
     await assertNothingLost(db.sql, api, 1);
   });
 
+  test('a REPEATABLE READ writer whose snapshot predates the registration: delivered once it commits, not at the poll', async () => {
+    const writer = await db.sql.reserve();
+    try {
+      await writer`begin isolation level repeatable read`;
+      await writer`select count(*) from products`; // its snapshot: before the relay registers
+      await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
+      await until(async () => (await db.sql`select count(*)::int as n from certyo.waiting_relay`)[0]!.n > 0);
+      await writer`insert into products values (1, 's', 1)`; // cannot see the registration: no NOTIFY
+      await writer`commit`;
+    } finally {
+      writer.release();
+    }
+    await until(
+      async () =>
+        (await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`)[0]!.n === 0,
+      { limitMs: 60_000, describe: () => logLines.slice(-30).join('') },
+    );
+    await assertNothingLost(db.sql, api, 1);
+  });
+
   test('an install older than the relay (no writers_in_flight): it delivers and warns once', async () => {
-    await db.sql`alter function certyo.writers_in_flight() rename to writers_in_flight_hidden`;
+    await db.sql`alter function certyo.writers_in_flight(uuid) rename to writers_in_flight_hidden`;
     try {
       await startRelay({ CERTYO_VERIFY: 'off' });
       for (let i = 1; i <= 3; i++) {
@@ -436,11 +456,11 @@ describe('relay', () => {
         await drained();
       }
       await assertNothingLost(db.sql, api, 3);
-      const warned = logLines.filter((l) => l.includes('writers_in_flight() is not installed'));
+      const warned = logLines.filter((l) => l.includes('writers_in_flight(relay) is not installed'));
       assert.equal(warned.length, 1, 'warned once');
       assert.ok(!logLines.some((l) => l.includes('relay loop error')), 'the missing function broke the loop');
     } finally {
-      await db.sql`alter function certyo.writers_in_flight_hidden() rename to writers_in_flight`;
+      await db.sql`alter function certyo.writers_in_flight_hidden(uuid) rename to writers_in_flight`;
     }
   });
 

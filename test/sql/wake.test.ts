@@ -119,7 +119,8 @@ describe('wake-up', () => {
   });
 
   test('writers_in_flight: open while a transaction that wrote a change is, and only then', async () => {
-    const inFlight = async () => (await db.sql`select certyo.writers_in_flight() as b`)[0]!.b as boolean;
+    const inFlight = async () =>
+      (await db.sql`select certyo.writers_in_flight(${RELAY}::uuid) as b`)[0]!.b as boolean;
     assert.equal(await inFlight(), false);
     const writer = await db.sql.reserve();
     try {
@@ -137,6 +138,26 @@ describe('wake-up', () => {
       assert.equal(await inFlight(), false);
     } finally {
       writer.release();
+    }
+  });
+
+  test('writers_in_flight: a REPEATABLE READ snapshot older than the registration counts', async () => {
+    const inFlight = async () =>
+      (await db.sql`select certyo.writers_in_flight(${RELAY}::uuid) as b`)[0]!.b as boolean;
+    const writer = await db.sql.reserve();
+    try {
+      // Its snapshot predates the registration: whatever it writes later, it cannot see it.
+      await writer`begin isolation level repeatable read`;
+      await writer`select count(*) from items`;
+      await db.sql`select certyo.relay_wait(${RELAY}::uuid)`;
+      assert.equal(await inFlight(), true, 'a snapshot older than the registration was not seen');
+      await writer`commit`;
+      assert.equal(await inFlight(), false, 'a finished transaction still counted');
+      // A snapshot taken after the registration may count too: its xmin is the oldest
+      // transaction running anywhere in the cluster (other databases' included).
+    } finally {
+      writer.release();
+      await db.sql`select certyo.relay_busy(${RELAY}::uuid)`;
     }
   });
 });
