@@ -4,14 +4,14 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
-import postgres, { type TransactionSql } from 'postgres';
+import postgres, { type ReservedSql, type TransactionSql } from 'postgres';
 import { pgArray } from '../../relay/src/db.js';
 import { freePort } from '../../relay/src/embedded.js';
 import { type LocalCertyo, NO_FAULTS, startLocalCertyo } from '../../relay/src/local-certyo/server.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
 import { startTestRelay, type TestRelay } from '../harness/relay.js';
-import { until } from '../harness/wait.js';
+import { until, type WaitOptions } from '../harness/wait.js';
 
 const KEY = 'certyo_sk_test_relay_0123456789abcdef';
 let db: TestDb;
@@ -38,12 +38,34 @@ async function startRelay(env: Record<string, string> = {}, key = KEY) {
   return entry;
 }
 
-const drained = () =>
+const drained = (opts: WaitOptions = {}) =>
   until(
     async () =>
       (await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`)[0]!.n === 0,
-    { describe: () => logLines.slice(-30).join('') },
+    { describe: () => logLines.slice(-30).join(''), ...opts },
   );
+
+/**
+ * A writer's transaction spans a relay's start and registration (a relay that
+ * polls every 10 minutes); its change must arrive once it commits, not at the poll.
+ */
+async function deliveredAcrossRegistration(
+  beforeRegistration: (writer: ReservedSql) => Promise<unknown>,
+  afterRegistration: (writer: ReservedSql) => Promise<unknown>,
+) {
+  const writer = await db.sql.reserve();
+  try {
+    await beforeRegistration(writer);
+    await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
+    await until(async () => (await db.sql`select count(*)::int as n from certyo.waiting_relay`)[0]!.n > 0);
+    await afterRegistration(writer);
+    await writer`commit`;
+  } finally {
+    writer.release();
+  }
+  await drained({ limitMs: 60_000 });
+  await assertNothingLost(db.sql, api, 1);
+}
 
 before(async () => {
   db = await freshDatabase();
@@ -399,52 +421,34 @@ describe('relay', () => {
     await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
     for (let i = 1; i <= 200; i++) {
       await db.sql`insert into products values (${i}, 's', 1)`;
-      await until(
-        async () =>
-          (await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`)[0]!.n === 0,
-        { limitMs: 60_000, intervalMs: 2, describe: () => `change ${i} of 200 waits for the poll` },
-      );
+      await drained({
+        limitMs: 60_000,
+        intervalMs: 2,
+        describe: () => `change ${i} of 200 waits for the poll`,
+      });
     }
     await assertNothingLost(db.sql, api, 200);
   });
 
   test('a writer open when the relay registers sent no NOTIFY: its change arrives once it commits, not at the poll', async () => {
-    const writer = await db.sql.reserve();
-    try {
-      await writer`begin`;
-      await writer`insert into products values (1, 's', 1)`; // no relay waits yet: no NOTIFY comes
-      await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
-      await until(async () => (await db.sql`select count(*)::int as n from certyo.waiting_relay`)[0]!.n > 0);
-      await writer`commit`;
-    } finally {
-      writer.release();
-    }
-    await until(
-      async () =>
-        (await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`)[0]!.n === 0,
-      { limitMs: 60_000, describe: () => logLines.slice(-30).join('') },
+    await deliveredAcrossRegistration(
+      async (writer) => {
+        await writer`begin`;
+        await writer`insert into products values (1, 's', 1)`; // no relay waits yet: no NOTIFY comes
+      },
+      async () => {},
     );
-    await assertNothingLost(db.sql, api, 1);
   });
 
   test('a REPEATABLE READ writer whose snapshot predates the registration: delivered once it commits, not at the poll', async () => {
-    const writer = await db.sql.reserve();
-    try {
-      await writer`begin isolation level repeatable read`;
-      await writer`select count(*) from products`; // its snapshot: before the relay registers
-      await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
-      await until(async () => (await db.sql`select count(*)::int as n from certyo.waiting_relay`)[0]!.n > 0);
-      await writer`insert into products values (1, 's', 1)`; // cannot see the registration: no NOTIFY
-      await writer`commit`;
-    } finally {
-      writer.release();
-    }
-    await until(
-      async () =>
-        (await db.sql`select count(*)::int as n from certyo.outbox where parked_at is null`)[0]!.n === 0,
-      { limitMs: 60_000, describe: () => logLines.slice(-30).join('') },
+    await deliveredAcrossRegistration(
+      async (writer) => {
+        await writer`begin isolation level repeatable read`;
+        await writer`select count(*) from products`; // its snapshot: before the relay registers
+      },
+      // It cannot see the registration: no NOTIFY.
+      (writer) => writer`insert into products values (1, 's', 1)`,
     );
-    await assertNothingLost(db.sql, api, 1);
   });
 
   test('an install older than the relay (no writers_in_flight): it delivers and warns once', async () => {

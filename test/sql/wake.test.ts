@@ -118,9 +118,10 @@ describe('wake-up', () => {
     assert.deepEqual(await drain(), []);
   });
 
+  const inFlight = async () =>
+    (await db.sql`select certyo.writers_in_flight(${RELAY}::uuid) as b`)[0]!.b as boolean;
+
   test('writers_in_flight: open while a transaction that wrote a change is, and only then', async () => {
-    const inFlight = async () =>
-      (await db.sql`select certyo.writers_in_flight(${RELAY}::uuid) as b`)[0]!.b as boolean;
     assert.equal(await inFlight(), false);
     const writer = await db.sql.reserve();
     try {
@@ -142,8 +143,6 @@ describe('wake-up', () => {
   });
 
   test('writers_in_flight: a REPEATABLE READ snapshot older than the registration counts', async () => {
-    const inFlight = async () =>
-      (await db.sql`select certyo.writers_in_flight(${RELAY}::uuid) as b`)[0]!.b as boolean;
     const writer = await db.sql.reserve();
     try {
       // Its snapshot predates the registration: whatever it writes later, it cannot see it.
