@@ -19,7 +19,9 @@
 # To try a change: EXPERIMENT=file.sql (psql script run after the install, e.g.
 # a create or replace function), EXPERIMENT_TABLES=file.sql (run once the
 # tables exist: drop or replace a trigger), KEEP=file (the last callgrind
-# profile, for callgrind_annotate --inclusive=yes), OPS="insert update", TABLES=tracked.
+# profile, for callgrind_annotate --inclusive=yes), OPS="insert update", TABLES=tracked;
+# SETTINGS="-c TimeZone=Europe/Berlin" runs the statements under other session
+# settings (a server outside UTC, a JDBC client's extra_float_digits=3).
 set -euo pipefail
 n=${1:-1000}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -71,7 +73,7 @@ declare -A tx=( # %s the table, then the statement's number (every run deletes o
 )
 single() { # input file -> instructions the single-user backend spent on it
   as valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
-    "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off postgres < "$1" > "$dir/run.log" 2>&1
+    "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off ${SETTINGS:-} postgres < "$1" > "$dir/run.log" 2>&1
   if [ -n "${KEEP:-}" ]; then cp "$dir/cg.out" "$KEEP"; fi
   callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}'
 }
@@ -95,7 +97,7 @@ for op in ${OPS:-insert insert100 update insert/tx update/tx delete/tx}; do
       stmt=$(printf "${loop[$op]}" "$t")
       printf '%s;\ndo $$ begin for i in 1..%s loop %s; end loop; end $$;\n' "${stmt//i %/1 %}" "$k" "$stmt" > "$dir/in.sql"
       as valgrind --tool=callgrind --toggle-collect=plpgsql_inline_handler --callgrind-out-file="$dir/cg.out" \
-        "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off postgres < "$dir/in.sql" > "$dir/run.log" 2>&1
+        "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off ${SETTINGS:-} postgres < "$dir/in.sql" > "$dir/run.log" 2>&1
       ir=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}')
     fi
     line+=$(printf ' %12s' "$((ir / k))")

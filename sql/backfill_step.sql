@@ -39,6 +39,7 @@ declare
     v_picked integer;
     v_stamped integer;
     v_max bigint;
+    v_versions bigint[];
     v_upto bigint;
     v_lock_timeout text := pg_catalog.current_setting('lock_timeout');
     v_status_write text := pg_catalog.current_setting('certyo.status_write', true);
@@ -117,11 +118,12 @@ begin
                 '  returning t.certyo_record_version as v%6$s'
                 ')%7$s'
                 ' select (select array[%8$s] from picked p order by %9$s limit 1), (select count(*)::int from picked),'
-                '        (select count(*)::int from stamped), (select max(s.v) from stamped s)',
+                '        (select count(*)::int from stamped), (select max(s.v) from stamped s),'
+                '        (select array_agg(s.v) from stamped s)',
                 v_t.relid::regclass, v_keys, v_after, v_pending, v_join,
                 -- The step writes the outbox itself, unless the table's update trigger
                 -- captures the stamp (tracking enabled by an earlier release: its WHEN clause
-                -- does not skip stamps; capture() labels them 'B').
+                -- does not skip stamps; relabelled 'B' below).
                 case when v_by_trigger then '' else ', row_to_json(t.*) as j' end,
                 case when v_by_trigger then ''
                      else format(', captured as (insert into certyo.outbox (id, table_id, op, record_id, payload)'
@@ -132,8 +134,13 @@ begin
                                       else format('certyo.record_key(s.j, %L)', v_t.key_columns::text[]) end) end,
                 v_texts, v_desc,
                 case when v_marked and not v_by_trigger then '''''' else 'null' end)
-            into v_last, v_picked, v_stamped, v_max
+            into v_last, v_picked, v_stamped, v_max, v_versions
             using v_b.after_key, v_b.below_version, max_rows;
+            if v_by_trigger then
+                -- The table's update trigger captured the stamp, as an update: it is a
+                -- backfilled row ('B', sent as an upsert).
+                update certyo.outbox o set op = 'B' where o.id = any (v_versions) and o.op = 'U';
+            end if;
             perform pg_catalog.set_config('certyo.backfill', '', true);
             perform pg_catalog.set_config('certyo.status_write', coalesce(v_status_write, ''), true);
             perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);

@@ -1,6 +1,6 @@
 -- certyo.deletes_memo(part): what an insert's capture remembers after probing
 -- for late deletes (certyo.deletes_seen): 1, the delete clock as it reads now;
--- 2, this client statement's start in microseconds (settings change neither).
+-- 2, this client statement's start (settings change neither).
 create or replace function certyo.deletes_memo(part integer)
 returns text
 language sql
@@ -9,7 +9,8 @@ volatile
 as $$
     select case part
         when 1 then coalesce(pg_catalog.pg_sequence_last_value('certyo.delete_clock'::pg_catalog.regclass), 0)::pg_catalog.text
-        else ((extract(epoch from pg_catalog.statement_timestamp()) operator(pg_catalog.*) 1000000)::bigint)::pg_catalog.text
+        -- in binary (no numeric arithmetic, no setting changes it)
+        else pg_catalog.encode(pg_catalog.timestamptz_send(pg_catalog.statement_timestamp()), 'hex')
     end
 $$;
 
@@ -44,9 +45,9 @@ comment on function certyo.deletes_checked() is
 -- writing transaction: a 100-row statement costs one trigger call, not 100.
 -- The payload is the whole row image; the claim removes certyo's status
 -- columns (off the write path). Arguments: table_id, the table's kind, then
--- the key column names. Output settings are pinned (certyo.pin_output, only
--- when they do not hold already) so the payload text never depends on the
--- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+-- the key column names. Output settings are pinned (only when they do not
+-- hold already, the zone first, as in certyo.capture) so the payload text
+-- never depends on the writer's session (TimeZone, IntervalStyle, ...).
 --   INSERT: every new row (its version was stamped by certyo.capture_before_insert;
 --           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
@@ -62,6 +63,7 @@ declare
     v_key text := case when tg_nargs = 3 then tg_argv[2] end;
     v_waiting boolean;
     v_late boolean;
+    v_zone text;
     v_saved text[];
     v_memo text;
     v_seqscan text;
@@ -75,7 +77,12 @@ begin
     if tg_op = 'INSERT' then
         if not (certyo.output_pinned() and certyo.deletes_checked()) then
             if not certyo.output_pinned() then
-                v_saved := certyo.pin_output();
+                -- The zone first, as in certyo.capture (outside UTC usually the only one).
+                v_zone := current_setting('TimeZone');
+                perform set_config('TimeZone', 'UTC', true);
+                if not certyo.output_pinned() then
+                    v_saved := certyo.pin_output();
+                end if;
             end if;
             -- Each row's version was drawn before the unique index made it wait for a
             -- transaction deleting the same key, if one did. A delete of this table
@@ -86,10 +93,10 @@ begin
             -- every delete advances it after drawing its version, so a delete with a
             -- higher version than any row here advanced it after those rows were drawn.
             -- The session remembers the clock as it read it before probing, and the
-            -- statement that read it (certyo.deletes_seen: clock/statement start in
-            -- microseconds, certyo.deletes_memo). Only another client statement's
-            -- memory counts (one the session ran before this one, whatever the clock
-            -- says): a statement nested in this one (a function in a default, say) may
+            -- statement that read it (certyo.deletes_seen: clock/statement start,
+            -- certyo.deletes_memo). Only another client statement's memory counts
+            -- (one the session ran before this one, whatever the clock says): a
+            -- statement nested in this one (a function in a default, say) may
             -- have looked after some of these rows were drawn. READ COMMITTED sees the
             -- delete (a REPEATABLE READ snapshot does not, see README).
             if not certyo.deletes_checked() then
@@ -108,7 +115,7 @@ begin
             from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
-        if v_memo is not null or v_saved is not null then
+        if v_memo is not null or v_zone is not null then
             if v_memo is not null then
                 -- Index probes only: a plan made while the outbox was empty must not scan
                 -- it whole once it has grown. Set for this statement (it is planned
@@ -136,10 +143,17 @@ begin
             if v_saved is not null then
                 perform certyo.unpin_output(v_saved);
             end if;
+            if v_zone is not null then
+                perform set_config('TimeZone', v_zone, true);
+            end if;
         end if;
     else
         if not certyo.output_pinned() then
-            v_saved := certyo.pin_output();
+            v_zone := current_setting('TimeZone');
+            perform set_config('TimeZone', 'UTC', true);
+            if not certyo.output_pinned() then
+                v_saved := certyo.pin_output();
+            end if;
         end if;
         with ins as (
             insert into certyo.outbox (id, table_id, op, record_id, payload)
@@ -152,8 +166,11 @@ begin
         select exists (select from certyo.waiting_relay) into v_waiting;
         -- After the deletes' versions are drawn (see the insert branch).
         perform nextval('certyo.delete_clock');
-        if v_saved is not null then
-            perform certyo.unpin_output(v_saved);
+        if v_zone is not null then
+            if v_saved is not null then
+                perform certyo.unpin_output(v_saved);
+            end if;
+            perform set_config('TimeZone', v_zone, true);
         end if;
     end if;
     -- What certyo.wake() does for updates: a NOTIFY only while a relay waits.

@@ -6,18 +6,22 @@
 -- them only when they do not: the payload text is the same either way.
 
 -- certyo.output_pinned(): true when this session renders as capture does.
--- DateStyle's order part (MDY, YMD) does not change ISO output. An inlinable
--- SQL function: no SET clause, every name qualified.
+-- Accepted too, because every value renders alike under them: a DateStyle of
+-- ISO with either field order (the order only reads input), zones that are
+-- UTC all year under another name, and any extra_float_digits above 0 (since
+-- PostgreSQL 12 each prints the shortest exact form; JDBC drivers set 3). At
+-- most 8 zones: a longer list is hashed, once a transaction. An inlinable SQL
+-- function: no SET clause, every name qualified.
 create or replace function certyo.output_pinned()
 returns boolean
 language sql
 stable
 parallel safe
 as $$
-    select pg_catalog.current_setting('TimeZone') operator(pg_catalog.=) any ('{UTC,Etc/UTC}'::text[])
+    select pg_catalog.current_setting('TimeZone') operator(pg_catalog.=) any ('{UTC,Etc/UTC,GMT,Etc/GMT,UCT,Etc/UCT,Universal,Zulu}'::text[])
         and pg_catalog.current_setting('DateStyle') operator(pg_catalog.~~) 'ISO,%'
         and pg_catalog.current_setting('IntervalStyle') operator(pg_catalog.=) 'postgres'
-        and pg_catalog.current_setting('extra_float_digits') operator(pg_catalog.=) '1'
+        and pg_catalog.current_setting('extra_float_digits') operator(pg_catalog.=) any ('{1,2,3}'::text[])
         and pg_catalog.current_setting('bytea_output') operator(pg_catalog.=) 'hex'
 $$;
 
@@ -26,7 +30,10 @@ comment on function certyo.output_pinned() is
 
 -- certyo.pin_output(): sets them for the transaction (as SET LOCAL does) and
 -- returns the values they had; certyo.unpin_output(saved) sets those back.
--- An error in between ends the (sub)transaction, which undoes both.
+-- An error in between ends the (sub)transaction, which undoes both. Capture
+-- pins TimeZone alone first (outside UTC it is usually the only one that
+-- differs; each setting set and set back costs about 10k instructions) and
+-- calls these only when another one differs too.
 create or replace function certyo.pin_output()
 returns text[]
 language plpgsql

@@ -498,18 +498,22 @@ comment on function certyo.record_payload(json, text[]) is
 -- them only when they do not: the payload text is the same either way.
 
 -- certyo.output_pinned(): true when this session renders as capture does.
--- DateStyle's order part (MDY, YMD) does not change ISO output. An inlinable
--- SQL function: no SET clause, every name qualified.
+-- Accepted too, because every value renders alike under them: a DateStyle of
+-- ISO with either field order (the order only reads input), zones that are
+-- UTC all year under another name, and any extra_float_digits above 0 (since
+-- PostgreSQL 12 each prints the shortest exact form; JDBC drivers set 3). At
+-- most 8 zones: a longer list is hashed, once a transaction. An inlinable SQL
+-- function: no SET clause, every name qualified.
 create or replace function certyo.output_pinned()
 returns boolean
 language sql
 stable
 parallel safe
 as $$
-    select pg_catalog.current_setting('TimeZone') operator(pg_catalog.=) any ('{UTC,Etc/UTC}'::text[])
+    select pg_catalog.current_setting('TimeZone') operator(pg_catalog.=) any ('{UTC,Etc/UTC,GMT,Etc/GMT,UCT,Etc/UCT,Universal,Zulu}'::text[])
         and pg_catalog.current_setting('DateStyle') operator(pg_catalog.~~) 'ISO,%'
         and pg_catalog.current_setting('IntervalStyle') operator(pg_catalog.=) 'postgres'
-        and pg_catalog.current_setting('extra_float_digits') operator(pg_catalog.=) '1'
+        and pg_catalog.current_setting('extra_float_digits') operator(pg_catalog.=) any ('{1,2,3}'::text[])
         and pg_catalog.current_setting('bytea_output') operator(pg_catalog.=) 'hex'
 $$;
 
@@ -518,7 +522,10 @@ comment on function certyo.output_pinned() is
 
 -- certyo.pin_output(): sets them for the transaction (as SET LOCAL does) and
 -- returns the values they had; certyo.unpin_output(saved) sets those back.
--- An error in between ends the (sub)transaction, which undoes both.
+-- An error in between ends the (sub)transaction, which undoes both. Capture
+-- pins TimeZone alone first (outside UTC it is usually the only one that
+-- differs; each setting set and set back costs about 10k instructions) and
+-- calls these only when another one differs too.
 create or replace function certyo.pin_output()
 returns text[]
 language plpgsql
@@ -812,9 +819,9 @@ comment on function certyo.restamp_inserts(integer, bigint[], text[]) is
 -- certyo.capture(): AFTER row trigger on tracked tables; writes one outbox row
 -- per changed row inside the writing transaction and wakes a waiting relay. The payload is the whole
 -- row image; the claim removes certyo's status columns (off the write path). Arguments: table_id, the
--- table's kind ('table' or 'partitioned'), then the key column names. Output settings are pinned
--- (certyo.pin_output, only when they do not hold already) so the payload text never
--- depends on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+-- table's kind ('table' or 'partitioned'), then the key column names. The row is rendered under the
+-- payload settings (pinned only when they do not hold already) so the payload text never depends
+-- on the writer's session (TimeZone, IntervalStyle, bytea_output, ...).
 create or replace function certyo.capture()
 returns trigger
 language plpgsql
@@ -825,25 +832,37 @@ declare
     v_payload json;
     v_version bigint;
     v_key text;
-    v_saved text[];
     v_waiting boolean;
+    v_zone text;
+    v_saved text[];
 begin
+    -- NEW is null for a DELETE.
+    if certyo.output_pinned() then
+        v_payload := row_to_json(coalesce(new, old));
+    else
+        -- The zone first: outside UTC it is usually the only setting that differs, and
+        -- each one set and set back costs about 10k instructions (certyo.pin_output
+        -- sets all five). Cheaper than a function with SET clauses (60k a call).
+        v_zone := current_setting('TimeZone');
+        perform set_config('TimeZone', 'UTC', true);
+        if not certyo.output_pinned() then
+            v_saved := certyo.pin_output();
+        end if;
+        v_payload := row_to_json(coalesce(new, old));
+        if v_saved is not null then
+            perform certyo.unpin_output(v_saved);
+        end if;
+        perform set_config('TimeZone', v_zone, true);
+    end if;
     -- The usual call, an UPDATE of a table with one key column: under the pinned
     -- settings it evaluates four expressions and one statement, not ten (PL/pgSQL
     -- initialises each again in every transaction: 2k instructions for the simplest).
     -- The rest (composite keys, and inserts and deletes of partitioned tables) below.
     if tg_op = 'UPDATE' and tg_nargs = 3 then
-        if certyo.output_pinned() then
-            v_payload := row_to_json(new);
-        else
-            v_saved := certyo.pin_output();
-            v_payload := row_to_json(new);
-            perform certyo.unpin_output(v_saved);
-        end if;
+        -- A backfill's stamp captured here (by a table's update trigger that does not
+        -- skip stamps) is relabelled 'B' by certyo.backfill_step, which knows its versions.
         insert into certyo.outbox (id, table_id, op, record_id, payload)
-        values (new.certyo_record_version, tg_argv[0]::integer,
-                -- A backfill's stamp (certyo.backfill_step names the table it stamps): 'B'.
-                case when pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B' else 'U' end::"char",
+        values (new.certyo_record_version, tg_argv[0]::integer, 'U',
                 -- NULL when the key column was renamed since tracking was enabled: by number.
                 coalesce(v_payload ->> tg_argv[2], certyo.record_key_slow(tg_argv[0]::integer, v_payload)),
                 v_payload)
@@ -852,14 +871,6 @@ begin
             perform certyo.wake_relays();
         end if;
         return null;
-    end if;
-    -- The rendering is all the pinned settings are for (NEW is null for a DELETE).
-    if not certyo.output_pinned() then
-        v_saved := certyo.pin_output();
-    end if;
-    v_payload := row_to_json(coalesce(new, old));
-    if v_saved is not null then
-        perform certyo.unpin_output(v_saved);
     end if;
     if tg_op = 'DELETE' then
         if tg_argv[1] = 'partitioned' and certyo.record_exists(tg_argv[0]::integer, v_payload) then
@@ -883,11 +894,7 @@ begin
     -- own (certyo.wake) cost a single-row UPDATE more than twice as much as
     -- this probe does. A many-row statement probes once a row.
     insert into certyo.outbox (id, table_id, op, record_id, payload)
-    values (v_version, tg_argv[0]::integer,
-            -- A backfill's stamp (certyo.backfill_step names the table it stamps): 'B'.
-            case when tg_op = 'UPDATE' and pg_catalog.current_setting('certyo.backfill', true) = tg_argv[0] then 'B'
-                 else substr(tg_op, 1, 1) end::"char",
-            v_key, v_payload)
+    values (v_version, tg_argv[0]::integer, substr(tg_op, 1, 1)::"char", v_key, v_payload)
     returning exists (select from certyo.waiting_relay) into v_waiting;
     if tg_op = 'DELETE' then
         -- After the delete's version is drawn (see certyo.delete_clock, capture_rows).
@@ -1004,7 +1011,7 @@ comment on function certyo.wake() is
 -- sql/capture_rows.sql
 -- certyo.deletes_memo(part): what an insert's capture remembers after probing
 -- for late deletes (certyo.deletes_seen): 1, the delete clock as it reads now;
--- 2, this client statement's start in microseconds (settings change neither).
+-- 2, this client statement's start (settings change neither).
 create or replace function certyo.deletes_memo(part integer)
 returns text
 language sql
@@ -1013,7 +1020,8 @@ volatile
 as $$
     select case part
         when 1 then coalesce(pg_catalog.pg_sequence_last_value('certyo.delete_clock'::pg_catalog.regclass), 0)::pg_catalog.text
-        else ((extract(epoch from pg_catalog.statement_timestamp()) operator(pg_catalog.*) 1000000)::bigint)::pg_catalog.text
+        -- in binary (no numeric arithmetic, no setting changes it)
+        else pg_catalog.encode(pg_catalog.timestamptz_send(pg_catalog.statement_timestamp()), 'hex')
     end
 $$;
 
@@ -1048,9 +1056,9 @@ comment on function certyo.deletes_checked() is
 -- writing transaction: a 100-row statement costs one trigger call, not 100.
 -- The payload is the whole row image; the claim removes certyo's status
 -- columns (off the write path). Arguments: table_id, the table's kind, then
--- the key column names. Output settings are pinned (certyo.pin_output, only
--- when they do not hold already) so the payload text never depends on the
--- writer's session (TimeZone, IntervalStyle, bytea_output, ...).
+-- the key column names. Output settings are pinned (only when they do not
+-- hold already, the zone first, as in certyo.capture) so the payload text
+-- never depends on the writer's session (TimeZone, IntervalStyle, ...).
 --   INSERT: every new row (its version was stamped by certyo.capture_before_insert;
 --           stamped again when a delete of the same key committed before it).
 --   DELETE: every old row, with a new version.
@@ -1066,6 +1074,7 @@ declare
     v_key text := case when tg_nargs = 3 then tg_argv[2] end;
     v_waiting boolean;
     v_late boolean;
+    v_zone text;
     v_saved text[];
     v_memo text;
     v_seqscan text;
@@ -1079,7 +1088,12 @@ begin
     if tg_op = 'INSERT' then
         if not (certyo.output_pinned() and certyo.deletes_checked()) then
             if not certyo.output_pinned() then
-                v_saved := certyo.pin_output();
+                -- The zone first, as in certyo.capture (outside UTC usually the only one).
+                v_zone := current_setting('TimeZone');
+                perform set_config('TimeZone', 'UTC', true);
+                if not certyo.output_pinned() then
+                    v_saved := certyo.pin_output();
+                end if;
             end if;
             -- Each row's version was drawn before the unique index made it wait for a
             -- transaction deleting the same key, if one did. A delete of this table
@@ -1090,10 +1104,10 @@ begin
             -- every delete advances it after drawing its version, so a delete with a
             -- higher version than any row here advanced it after those rows were drawn.
             -- The session remembers the clock as it read it before probing, and the
-            -- statement that read it (certyo.deletes_seen: clock/statement start in
-            -- microseconds, certyo.deletes_memo). Only another client statement's
-            -- memory counts (one the session ran before this one, whatever the clock
-            -- says): a statement nested in this one (a function in a default, say) may
+            -- statement that read it (certyo.deletes_seen: clock/statement start,
+            -- certyo.deletes_memo). Only another client statement's memory counts
+            -- (one the session ran before this one, whatever the clock says): a
+            -- statement nested in this one (a function in a default, say) may
             -- have looked after some of these rows were drawn. READ COMMITTED sees the
             -- delete (a REPEATABLE READ snapshot does not, see README).
             if not certyo.deletes_checked() then
@@ -1112,7 +1126,7 @@ begin
             from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
-        if v_memo is not null or v_saved is not null then
+        if v_memo is not null or v_zone is not null then
             if v_memo is not null then
                 -- Index probes only: a plan made while the outbox was empty must not scan
                 -- it whole once it has grown. Set for this statement (it is planned
@@ -1140,10 +1154,17 @@ begin
             if v_saved is not null then
                 perform certyo.unpin_output(v_saved);
             end if;
+            if v_zone is not null then
+                perform set_config('TimeZone', v_zone, true);
+            end if;
         end if;
     else
         if not certyo.output_pinned() then
-            v_saved := certyo.pin_output();
+            v_zone := current_setting('TimeZone');
+            perform set_config('TimeZone', 'UTC', true);
+            if not certyo.output_pinned() then
+                v_saved := certyo.pin_output();
+            end if;
         end if;
         with ins as (
             insert into certyo.outbox (id, table_id, op, record_id, payload)
@@ -1156,8 +1177,11 @@ begin
         select exists (select from certyo.waiting_relay) into v_waiting;
         -- After the deletes' versions are drawn (see the insert branch).
         perform nextval('certyo.delete_clock');
-        if v_saved is not null then
-            perform certyo.unpin_output(v_saved);
+        if v_zone is not null then
+            if v_saved is not null then
+                perform certyo.unpin_output(v_saved);
+            end if;
+            perform set_config('TimeZone', v_zone, true);
         end if;
     end if;
     -- What certyo.wake() does for updates: a NOTIFY only while a relay waits.
@@ -1379,6 +1403,7 @@ declare
     v_picked integer;
     v_stamped integer;
     v_max bigint;
+    v_versions bigint[];
     v_upto bigint;
     v_lock_timeout text := pg_catalog.current_setting('lock_timeout');
     v_status_write text := pg_catalog.current_setting('certyo.status_write', true);
@@ -1457,11 +1482,12 @@ begin
                 '  returning t.certyo_record_version as v%6$s'
                 ')%7$s'
                 ' select (select array[%8$s] from picked p order by %9$s limit 1), (select count(*)::int from picked),'
-                '        (select count(*)::int from stamped), (select max(s.v) from stamped s)',
+                '        (select count(*)::int from stamped), (select max(s.v) from stamped s),'
+                '        (select array_agg(s.v) from stamped s)',
                 v_t.relid::regclass, v_keys, v_after, v_pending, v_join,
                 -- The step writes the outbox itself, unless the table's update trigger
                 -- captures the stamp (tracking enabled by an earlier release: its WHEN clause
-                -- does not skip stamps; capture() labels them 'B').
+                -- does not skip stamps; relabelled 'B' below).
                 case when v_by_trigger then '' else ', row_to_json(t.*) as j' end,
                 case when v_by_trigger then ''
                      else format(', captured as (insert into certyo.outbox (id, table_id, op, record_id, payload)'
@@ -1472,8 +1498,13 @@ begin
                                       else format('certyo.record_key(s.j, %L)', v_t.key_columns::text[]) end) end,
                 v_texts, v_desc,
                 case when v_marked and not v_by_trigger then '''''' else 'null' end)
-            into v_last, v_picked, v_stamped, v_max
+            into v_last, v_picked, v_stamped, v_max, v_versions
             using v_b.after_key, v_b.below_version, max_rows;
+            if v_by_trigger then
+                -- The table's update trigger captured the stamp, as an update: it is a
+                -- backfilled row ('B', sent as an upsert).
+                update certyo.outbox o set op = 'B' where o.id = any (v_versions) and o.op = 'U';
+            end if;
             perform pg_catalog.set_config('certyo.backfill', '', true);
             perform pg_catalog.set_config('certyo.status_write', coalesce(v_status_write, ''), true);
             perform pg_catalog.set_config('lock_timeout', v_lock_timeout, true);
