@@ -68,6 +68,9 @@ async function main() {
       // The relay lingering 20 ms after a batch that was not full (CERTYO_LINGER_MS; default none).
       relayLinger20OverUntracked: ratio('insert', 'tracked_relay_linger20', 'untracked'),
       wakeOverNoWake: ratio('insert', 'tracked', 'tracked_nowake'),
+      // Writers' sessions outside UTC (capture pins the zone for its rendering).
+      berlinInsert: ratio('insert', 'tracked_berlin', 'untracked'),
+      berlinUpdate: ratio('update', 'tracked_berlin', 'untracked'),
       multiRow: ratio('insert100', 'tracked', 'untracked'),
       update: ratio('update', 'tracked', 'untracked'),
       delete: ratio('delete', 'tracked', 'untracked'),
@@ -182,6 +185,11 @@ async function main() {
         'single-row UPDATE / DELETE, tracked / untracked TPS',
         '>= 0.75',
         `${writeTax.update} / ${writeTax.delete}, ${met(Math.min(writeTax.update, writeTax.delete), 0.75)} (naive outbox ${writeTax.naiveUpdate} / ${writeTax.naiveDelete})`,
+      ],
+      [
+        "same two, the writers' sessions in TimeZone Europe/Berlin (a server outside UTC), INSERT / UPDATE",
+        'reported',
+        `${writeTax.berlinInsert} / ${writeTax.berlinUpdate}`,
       ],
       [
         "pgbench's built-in TPC-B-like, accounts, tellers and branches tracked / untracked TPS (scale 1, 8 clients)",

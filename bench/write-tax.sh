@@ -7,6 +7,8 @@
 #                    tracked_relay_linger20 with CERTYO_LINGER_MS=20
 #   tracked_nowake   certyo capture without the wake-up (its check taken out of a copy of
 #                    capture_rows), single-row INSERT only
+#   tracked_berlin   certyo capture, the writers' sessions in TimeZone Europe/Berlin (a server
+#                    outside UTC: capture pins the zone), single-row INSERT and UPDATE only
 #   naive            the ceiling a trigger-based outbox sets: one AFTER ROW trigger inserting
 #                    row_to_json into a bigserial outbox (no versions, no status, no order)
 #   notify           Certyo guide's LISTEN/NOTIFY design: a row trigger that pg_notify()s the row as JSON
@@ -132,10 +134,14 @@ tpcb() { # variant
 
 for round in $(seq "$rounds"); do
   # Rotate the order of the variants from round to round.
-  order=$(rotate "$round" $variants)
+  order=$(rotate "$round" $variants tracked_berlin)
   for op in insert insert100 update delete; do
     for t in $order; do
       [ "$t" = tracked_nowake ] && [ "$op" != insert ] && continue
+      if [ "$t" = tracked_berlin ]; then
+        case $op in insert | update) PGOPTIONS="-c TimeZone=Europe/Berlin" run "$op" "$t" tracked ;; esac
+        continue
+      fi
       run "$op" "$t" "$t"
     done
     if [ "$op" = insert ]; then
