@@ -58,9 +58,9 @@ declare
     v_table' "$tmp/rows_no_set.sql"
 replaced "$sql/capture.sql" 'set search_path = pg_catalog, pg_temp
 as $$' 'as $$' "$tmp/capture_no_set.sql"
-replaced "$sql/capture.sql" '        if certyo.output_pinned() then
-            v_payload' '        if true then
-            v_payload' "$tmp/capture_no_check.sql"
+replaced "$sql/capture.sql" '    if certyo.output_pinned() then
+        v_payload' '    if true then
+        v_payload' "$tmp/capture_no_check.sql"
 
 # No capture at all: certyo's own list of its triggers (certyo.drop_triggers).
 echo "select certyo.drop_triggers('tracked');" > "$tmp/no_triggers.sql"
