@@ -54,6 +54,8 @@ export interface ClientsOptions {
   seed: number;
   /** Called once, when any client has done this many iterations (a DDL in the middle of the run). */
   midway?: { after: number; run: (sql: Sql) => Promise<void> };
+  /** Each client's session settings (startup parameters: TimeZone, extra_float_digits, ...). */
+  settings?: (client: number) => Record<string, string>;
   /**
    * Run by each client once its iterations are done, and run again while it
    * meets contention: an ending every client reaches (the run's last changes
@@ -88,7 +90,7 @@ export async function runClients(
     }
   };
   const client = async (c: number) => {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    const sql = postgres(url, { max: 1, onnotice: () => {}, connection: opts.settings?.(c) ?? {} });
     const rand = new Rand(opts.seed * 1000 + c);
     try {
       for (let i = 0; i < opts.iterations && !stop; i++) {

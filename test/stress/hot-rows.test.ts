@@ -3,6 +3,8 @@
 // mixing UPDATE, INSERT ... ON CONFLICT DO UPDATE, MERGE (PostgreSQL 15 on),
 // DELETE and re-insert of the same key, multi-row updates, rolled-back
 // savepoints and transactions, with an ADD COLUMN ... DEFAULT in the middle;
+// the clients' sessions in four kinds of output settings (UTC; a zone of
+// its own; a zone and more; settings that render as UTC does);
 // each client ends by upserting and deleting one key of each table, so that
 // key ends deleted whatever the interleaving.
 // The rows were written before tracking, one table by an earlier release
@@ -19,6 +21,7 @@ import type { Rand } from '../harness/clients.js';
 import { freshDatabase, type TestDb } from '../harness/db.js';
 import { assertNothingLost } from '../harness/delivery.js';
 import { assertFinalState } from '../harness/final-state.js';
+import { assertDeliveredAsRendered, keepRenderings } from '../harness/rendered.js';
 import {
   drained,
   PG_MAJOR,
@@ -36,6 +39,13 @@ const relays = stressRelays(
 );
 const HOT = 6; // keys 1..6 are hot; upserts and MERGE also bring 7 and 8 in and out
 const hasMerge = PG_MAJOR >= 15;
+/** The clients' session settings, in turn: capture pins none, the zone alone, the zone and more, none. */
+const SESSIONS: Record<string, string>[] = [
+  {},
+  { TimeZone: 'Europe/Berlin' },
+  { TimeZone: 'America/Los_Angeles', extra_float_digits: '0', IntervalStyle: 'iso_8601' },
+  { TimeZone: 'GMT', extra_float_digits: '3', DateStyle: 'ISO, DMY' },
+];
 /** The key of each table every client upserts and then deletes last. */
 const ENDING = { hot: HOT + 1, pair: ['US', 3] as const };
 
@@ -43,16 +53,17 @@ before(async () => {
   db = await freshDatabase();
   api = await startLocalCertyo({ keys: { [STRESS_KEY]: 'acme' }, flushMs: 50, anchorMs: 10 });
   await db.sql.unsafe(`
-    create table hot (id int primary key, v bigint not null, note text, doc json);
+    create table hot (id int primary key, v bigint not null, note text, doc json, at timestamptz, f double precision);
     create table legacy_hot (like hot including all);
     create table pair (region text, id int, qty int not null, primary key (region, id));
-    insert into hot select g, 0, 'old', '{"a":1,"a":2}' from generate_series(1, ${HOT}) g;
+    insert into hot select g, 0, 'old', '{"a":1,"a":2}', '2026-06-01 12:00+02', 0.1 from generate_series(1, ${HOT}) g;
     insert into legacy_hot select * from hot;
     insert into pair select r, g, 0 from unnest(array['EU', 'US']) r, generate_series(1, 3) g;
     -- As an earlier release tracked tables: status columns added with the default stored.
     alter table legacy_hot add column certyo_record_hash text, add column certyo_anchor_status text default 'pending',
         add column certyo_verified_at timestamptz, add column certyo_record_version bigint;
     select certyo.enable_tracking(t, backfill => true) from unnest(array['hot', 'legacy_hot', 'pair']::regclass[]) t;`);
+  await keepRenderings(db.sql, ['hot', 'legacy_hot']);
 });
 after(async () => {
   relays.killAll();
@@ -67,7 +78,11 @@ async function keyed(sql: Sql, t: string, rand: Rand) {
   switch (op) {
     case 0:
     case 1:
-      await sql.unsafe(`update ${t} set v = v + 1, note = $2 where id = $1`, [k, `u${rand.int(0, 9)}`]);
+      // A timestamp and a float: their text depends on the session's settings.
+      await sql.unsafe(`update ${t} set v = v + 1, note = $2, at = now(), f = (v + 1) / 3.0 where id = $1`, [
+        k,
+        `u${rand.int(0, 9)}`,
+      ]);
       break;
     case 2:
     case 3:
@@ -150,6 +165,8 @@ describe('hot rows under 8 clients, relays running', () => {
       {
         clients: 8,
         iterations: 150 * STRESS_SCALE,
+        // Capture renders every payload as a UTC session does, whatever the writer's.
+        settings: (c) => SESSIONS[c % SESSIONS.length]!,
         midway: {
           after: 75 * STRESS_SCALE,
           run: async (sql) => {
@@ -210,5 +227,13 @@ describe('hot rows under 8 clients, relays running', () => {
       assert.ok(state.deleted > 0, `${table}: no key ended deleted (seed ${outcome.seed})`);
     }
     t.diagnostic(`final state: ${JSON.stringify(states)}`);
+    // Every payload as a UTC session renders it, whichever client's session wrote it.
+    for (const table of ['hot', 'legacy_hot']) {
+      const checked = await assertDeliveredAsRendered(db.sql, api, table);
+      assert.ok(
+        checked >= 100 * STRESS_SCALE,
+        `${table}: only ${checked} deliveries compared with their rendering`,
+      );
+    }
   });
 });
