@@ -46,10 +46,10 @@ drop() { # trigger names to drop, as an EXPERIMENT_TABLES file
 }
 
 sql=$here/../sql
-replaced "$sql/capture_rows.sql" 'if not (certyo.output_pinned() and certyo.deletes_checked()) then' \
-  'if not certyo.output_pinned() then' "$tmp/no_memo.sql"
-replaced "$sql/capture_rows.sql" 'if not (certyo.output_pinned() and certyo.deletes_checked()) then' \
-  'if false then' "$tmp/no_checks.sql"
+replaced "$sql/capture_rows.sql" 'if not certyo.deletes_checked() then' 'if false then' "$tmp/no_memo.sql"
+replaced "$tmp/no_memo.sql" '    if not certyo.output_pinned() then
+        -- The zone first' '    if false then
+        -- The zone first' "$tmp/no_checks.sql"
 replaced "$sql/capture_rows.sql" 'set search_path = pg_catalog, pg_temp
 as $$
 declare

@@ -9,8 +9,9 @@
 # row by primary key). In one transaction, those leave out what PL/pgSQL does
 # once per transaction (it initialises each expression it evaluates again in
 # every transaction: a fifth of a tracked single-row INSERT), so insert/tx,
-# update/tx, delete/tx and update100/tx (100 rows a statement: counted per
-# statement) send n statements one by one, each its own
+# update/tx, delete/tx, update100/tx (100 rows a statement: counted per
+# statement) and delins/tx (a delete, then an insert: counted as one) send n
+# statements one by one, each its own
 # transaction as pgbench sends them: parse, plan, execute and commit counted,
 # less a run of the warm-up statements alone. Needs valgrind and the server
 # binaries (PG_BIN, default pg_config --bindir); builds its own cluster in a
@@ -65,11 +66,13 @@ declare -A loop=(
   [insert100]="insert into %s (name, price, qty, attrs) select $row from generate_series(1, 100)"
   [update]="update %s set qty = qty + 1 where id = 1 + i %% 1000"
 )
-declare -A tx=( # %s the table, then the statement's number (every run deletes other rows)
-  [insert/tx]="insert into %s (name, price, qty, attrs) values ($row);%.0s\n"
-  [update/tx]="update %s set qty = qty + 1 where id = 1 + %d %% 1000;\n"
-  [delete/tx]="delete from %s where id = 1000 + %d;\n"
-  [update100/tx]="update %s set qty = qty + 1 where id <= 100 and %d > 0;\n"
+declare -A tx=( # @T@ the table, %d the statement's number (every run deletes other rows)
+  [insert/tx]="insert into @T@ (name, price, qty, attrs) values ($row);%.0s\n"
+  [update/tx]="update @T@ set qty = qty + 1 where id = 1 + %d %% 1000;\n"
+  [delete/tx]="delete from @T@ where id = 1000 + %d;\n"
+  [update100/tx]="update @T@ set qty = qty + 1 where id <= 100 and %d > 0;\n"
+  # a delete, then an insert that probes for late deletes (the clock moved): counted as one
+  [delins/tx]="delete from @T@ where id = 1000 + %d;\ninsert into @T@ (name, price, qty, attrs) values ($row);\n"
 )
 single() { # input file -> instructions the single-user backend spent on it
   as valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" \
@@ -78,7 +81,8 @@ single() { # input file -> instructions the single-user backend spent on it
   callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}'
 }
 statements() { # op table first count: count statements, numbered from first
-  for ((j = $3; j < $3 + $4; j++)); do printf "${tx[$1]}" "$2" "$j"; done
+  local f=${tx[$1]//@T@/$2}
+  for ((j = $3; j < $3 + $4; j++)); do printf "$f" "$j"; done
 }
 tables=${TABLES:-untracked naive tracked}
 printf '%-10s' statement; printf ' %12s' $tables; echo

@@ -1085,16 +1085,16 @@ begin
     -- session renders as payloads are rendered, and no delete was counted since
     -- it last probed for one (below). One statement writes the outbox and asks
     -- whether a relay waits (each statement more costs an executor start).
+    if not certyo.output_pinned() then
+        -- The zone first, as in certyo.capture (outside UTC usually the only one).
+        v_zone := current_setting('TimeZone');
+        perform set_config('TimeZone', 'UTC', true);
+        if not certyo.output_pinned() then
+            v_saved := certyo.pin_output();
+        end if;
+    end if;
     if tg_op = 'INSERT' then
-        if not (certyo.output_pinned() and certyo.deletes_checked()) then
-            if not certyo.output_pinned() then
-                -- The zone first, as in certyo.capture (outside UTC usually the only one).
-                v_zone := current_setting('TimeZone');
-                perform set_config('TimeZone', 'UTC', true);
-                if not certyo.output_pinned() then
-                    v_saved := certyo.pin_output();
-                end if;
-            end if;
+        if not certyo.deletes_checked() then
             -- Each row's version was drawn before the unique index made it wait for a
             -- transaction deleting the same key, if one did. A delete of this table
             -- with a higher version, visible now, may be such a one: it committed
@@ -1110,9 +1110,7 @@ begin
             -- statement nested in this one (a function in a default, say) may
             -- have looked after some of these rows were drawn. READ COMMITTED sees the
             -- delete (a REPEATABLE READ snapshot does not, see README).
-            if not certyo.deletes_checked() then
-                v_memo := certyo.deletes_memo(1) || '/' || certyo.deletes_memo(2);
-            end if;
+            v_memo := certyo.deletes_memo(1) || '/' || certyo.deletes_memo(2);
         end if;
         with ins as (
             -- In version order already: the BEFORE trigger drew them row by row.
@@ -1126,8 +1124,7 @@ begin
             from (select n.certyo_record_version as v, row_to_json(n.*) as j from certyo_new n offset 0) as x
         )
         select exists (select from certyo.waiting_relay) into v_waiting;
-        if v_memo is not null or v_zone is not null then
-            if v_memo is not null then
+        if v_memo is not null then
                 -- Index probes only: a plan made while the outbox was empty must not scan
                 -- it whole once it has grown. Set for this statement (it is planned
                 -- inside), not as a SET clause, which would cost every call. The outbox
@@ -1150,22 +1147,8 @@ begin
                     from certyo.outbox o
                     where o.id in (select n.certyo_record_version from certyo_new n);
                 end if;
-            end if;
-            if v_saved is not null then
-                perform certyo.unpin_output(v_saved);
-            end if;
-            if v_zone is not null then
-                perform set_config('TimeZone', v_zone, true);
-            end if;
         end if;
     else
-        if not certyo.output_pinned() then
-            v_zone := current_setting('TimeZone');
-            perform set_config('TimeZone', 'UTC', true);
-            if not certyo.output_pinned() then
-                v_saved := certyo.pin_output();
-            end if;
-        end if;
         with ins as (
             insert into certyo.outbox (id, table_id, op, record_id, payload)
             select nextval('certyo.change_seq'), v_table, 'D',
@@ -1177,12 +1160,12 @@ begin
         select exists (select from certyo.waiting_relay) into v_waiting;
         -- After the deletes' versions are drawn (see the insert branch).
         perform nextval('certyo.delete_clock');
-        if v_zone is not null then
-            if v_saved is not null then
-                perform certyo.unpin_output(v_saved);
-            end if;
-            perform set_config('TimeZone', v_zone, true);
+    end if;
+    if v_zone is not null then
+        if v_saved is not null then
+            perform certyo.unpin_output(v_saved);
         end if;
+        perform set_config('TimeZone', v_zone, true);
     end if;
     -- What certyo.wake() does for updates: a NOTIFY only while a relay waits.
     if v_waiting then
