@@ -70,10 +70,13 @@ declare
 begin
     -- PL/pgSQL initialises each expression it evaluates once per transaction
     -- (2k instructions for the simplest, several for a call; a tracked single-row
-    -- insert is 400k). The usual insert evaluates four and one statement: the
-    -- session renders as payloads are rendered, and no delete was counted since
-    -- it last probed for one (below). One statement writes the outbox and asks
-    -- whether a relay waits (each statement more costs an executor start).
+    -- insert is 400k). The usual insert evaluates six and one statement: the
+    -- session renders as payloads are rendered, no delete was counted since it
+    -- last probed for one (below), and what the slow paths left to undo. The two
+    -- checks are asked apart, not as one condition: that cost 1.5k less, but each
+    -- slow path (outside UTC, after a delete) then asked both twice. One statement
+    -- writes the outbox and asks whether a relay waits (each statement more costs
+    -- an executor start).
     if not certyo.output_pinned() then
         -- The zone first, as in certyo.capture (outside UTC usually the only one).
         v_zone := current_setting('TimeZone');
