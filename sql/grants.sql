@@ -24,6 +24,7 @@ grant execute on function certyo.flag_tampered(regclass, text[], bigint[]), cert
 
 -- certyo_relay: the sidecar's verbs, nothing else.
 grant execute on function certyo.claim(uuid, integer, interval, bigint), certyo.ack(uuid, bigint[], text[], timestamptz[], text[], text[], integer[], text[]),
+    certyo.ack_and_claim(uuid, bigint[], text[], timestamptz[], text[], text[], integer[], text[], integer, interval, bigint),
     certyo.release(uuid), certyo.park(uuid, bigint[], text[]), certyo.relay_wait(uuid), certyo.relay_busy(uuid), certyo.writers_in_flight(uuid),
     certyo.claim_verification(uuid, integer, interval, interval), certyo.settle_verification(uuid, jsonb),
     certyo.backfill_step(integer, boolean), certyo.write_due(integer), certyo.layout_of(integer, text[])

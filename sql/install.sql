@@ -26,6 +26,7 @@
 \ir write_due.sql
 \ir claim.sql
 \ir ack.sql
+\ir ack_and_claim.sql
 \ir relay_ops.sql
 \ir verification.sql
 \ir backlog.sql

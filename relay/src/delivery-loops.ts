@@ -1,17 +1,23 @@
 // The delivery loops: claim a batch (leased, in per-record order), send it,
-// acknowledge it in the background while the next one is claimed. Loop 0
-// keeps up with the writers; the others join only while claims come back full
-// (a backlog). After a batch that was not full, loop 0 lingers
-// (CERTYO_LINGER_MS) before claiming again: every batch costs a claim, a
-// request and an acknowledgement whatever its size, so busy writers' changes
-// are cheaper in larger batches. With nothing to claim, a loop registers in
-// certyo.waiting_relay, and the next writer's NOTIFY (or the poll) wakes it
+// acknowledge it. Loop 0 keeps up with the writers; the others join only while
+// claims come back full (a backlog). Every batch costs a claim, a request and
+// an acknowledgement whatever its size. Keeping up, batches are small: the
+// acknowledgement goes with the next claim (certyo.ack_and_claim, one round
+// trip and one transaction for both). In a backlog it runs in the background
+// while the next batch is claimed and sent. After a batch that was not full,
+// loop 0 lingers (CERTYO_LINGER_MS) before claiming again, so busy writers'
+// changes gather into larger batches. With nothing to claim, a loop registers
+// in certyo.waiting_relay, and the next writer's NOTIFY (or the poll) wakes it
 // at once.
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { Config } from './config.js';
-import type { Change, Delivery, DeliveryHost, Settlement } from './delivery.js';
+import type { Acknowledgement, Change, Delivery, DeliveryHost, Settlement } from './delivery.js';
+import { Registration } from './registration.js';
 import type { Group } from './sleepers.js';
+
+/** A row of certyo.ack_and_claim: a claimed change, or (id NULL) only the count. */
+type Claimed = Change & { acknowledged: number | null };
 
 /** What the loops need of the relay: its lifecycle and its sleepers. */
 export interface LoopHost extends DeliveryHost {
@@ -29,14 +35,12 @@ export class DeliveryLoops {
    * serialised anyway); they sleep (group 'helpers') until a claim is full.
    */
   private backlog = false;
-  /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
-  private waiting = false;
-  /** Wake-ups received: a registration that one overtook is not counted as standing. */
-  private wakeups = 0;
+  /** This relay's registration as waiting for changes (certyo.waiting_relay). */
+  private readonly registration: Registration;
   /** Background acknowledgements committed: what each released may be claimed next. */
   private acknowledgements = 0;
-  /** The install has no certyo.writers_in_flight(relay) (older than this relay). */
-  private noInFlightCheck = false;
+  /** The install has no certyo.ack_and_claim (older than this relay): acknowledgements go apart. */
+  private noAckAndClaim = false;
 
   constructor(
     private readonly cfg: Config,
@@ -45,77 +49,94 @@ export class DeliveryLoops {
     private readonly token: string,
     private readonly delivery: Delivery,
     private readonly host: LoopHost,
-  ) {}
+  ) {
+    this.registration = new Registration(sql, log, token);
+  }
 
   /** A writer's NOTIFY (or LISTEN issued again): it took our registration. */
   woken() {
-    this.wakeups++;
-    this.waiting = false;
+    this.registration.woken();
+  }
+
+  /** Leases the next batch (certyo.claim). */
+  private claim() {
+    return this.sql<Change[]>`
+      select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record, table_id
+      from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
+                        ${this.cfg.maxBatchBytes})`;
   }
 
   /**
-   * Registration goes through the pool under the relay's token: no connection
-   * of its own (postgres.js 3.4.9 never recovers a pool after a reserved
-   * connection the server terminated is released: porsager/postgres#1199).
+   * Acknowledges these batches and leases the next one in one call
+   * (certyo.ack_and_claim). Undefined when the install has no such function
+   * (then nothing was acknowledged nor claimed).
    */
-  private async setWaiting(waiting: boolean) {
-    if (this.waiting === waiting) return;
-    const seen = this.wakeups;
-    await (waiting
-      ? this.sql`select certyo.relay_wait(${this.token})`
-      : this.sql`select certyo.relay_busy(${this.token})`);
-    // A writer may have taken the new registration (and woken us) before this returned.
-    this.waiting = waiting && this.wakeups === seen;
-  }
-
-  /** No transaction that wrote to the outbox is open (see certyo.writers_in_flight). */
-  private async noWriterInFlight() {
-    if (this.noInFlightCheck) return true;
+  private async ackAndClaim(delivery: Delivery, a: Acknowledgement): Promise<Change[] | undefined> {
+    let rows: Claimed[];
     try {
-      const [row] = await this.sql<
-        { busy: boolean }[]
-      >`select certyo.writers_in_flight(${this.token}) as busy`;
-      return !row?.busy;
+      rows = await this.sql<Claimed[]>`
+        select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record, table_id, acknowledged
+        from certyo.ack_and_claim(${this.token}, ${a.ids}::bigint[], ${a.hashes}::text[], ${a.acceptedAt}::timestamptz[],
+                                  ${a.snapshots}::text[], ${a.digests}::text[], ${a.layouts}::integer[], ${a.payloads}::text[],
+                                  ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`}, ${this.cfg.maxBatchBytes})`;
     } catch (err) {
       if ((err as { code?: string }).code !== '42883') throw err;
-      // An install older than this relay (migrate before restarting relays): as before it.
-      this.noInFlightCheck = true;
-      this.log.warn('certyo.writers_in_flight(relay) is not installed: run certyo-pg migrate');
-      return true;
+      this.noAckAndClaim = true;
+      this.log.warn('certyo.ack_and_claim is not installed: run certyo-pg migrate');
+      return undefined;
     }
+    if (a.count > 0) delivery.acknowledged(rows[0]?.acknowledged ?? 0, a.count);
+    // Nothing claimed: one row that only counts the acknowledged.
+    return rows[0]?.id == null ? [] : rows;
   }
 
   async run(worker: number) {
     const delivery = this.delivery;
     let failures = 0;
-    // The previous batch's acknowledgement, running while this loop claims and sends the
-    // next batch (never more than one behind: awaited before the next one starts).
+    // A batch's acknowledgement running in the background while this loop claims and
+    // sends the next batch (never more than one behind: awaited before the next one starts).
     let acking: Promise<void> = Promise.resolve();
+    // What Certyo accepted of the last batch, for the next claim to acknowledge (keeping
+    // up: small batches, one round trip for both). Before this loop sleeps it is
+    // acknowledged apart.
+    let unacknowledged: Acknowledgement | undefined;
+    const acknowledgeApart = async () => {
+      if (unacknowledged === undefined) return;
+      await acking;
+      acking = this.acknowledge(delivery, unacknowledged);
+      unacknowledged = undefined;
+    };
     // Since this loop registered, no writer that may have missed the registration is
     // still open (checked before the last claim); else claim again after inFlightMs.
     let quiet = true;
     let inFlightMs = 1;
     while (this.host.running()) {
       if (worker > 0 && !this.backlog) {
+        await acknowledgeApart();
         await this.host.sleep(this.cfg.pollIntervalMs, 'helpers');
         continue;
       }
       try {
         const t0 = performance.now();
         const acknowledged = this.acknowledgements;
-        const changes = await this.sql<Change[]>`
-          select id::text, idempotency_key::text, op::text, record_id, collection, changed_at, record, table_id
-          from certyo.claim(${this.token}, ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`},
-                            ${this.cfg.maxBatchBytes})`;
+        let changes =
+          unacknowledged !== undefined && !this.noAckAndClaim
+            ? await this.ackAndClaim(delivery, unacknowledged)
+            : undefined;
+        if (changes === undefined) {
+          await acknowledgeApart();
+          changes = await this.claim();
+        }
+        unacknowledged = undefined;
         failures = 0;
         this.setBacklog(changes);
         // The backfill waits for claims to lease its last chunk before stamping the next.
         if (changes.length > 0 && this.host.asleep('claimed')) this.host.wake('claimed');
         if (changes.length === 0) {
-          if (!this.waiting) {
-            await this.setWaiting(true);
+          if (!this.registration.waiting) {
+            await this.registration.set(true);
             // Claim once more: a change committed just before we registered sent no NOTIFY.
-            quiet = await this.noWriterInFlight();
+            quiet = await this.registration.noWriterInFlight();
             inFlightMs = 1;
             continue;
           }
@@ -126,15 +147,15 @@ export class DeliveryLoops {
           if (!quiet) {
             await this.host.sleep(inFlightMs);
             inFlightMs = Math.min(2 * inFlightMs, this.cfg.pollIntervalMs);
-            quiet = await this.noWriterInFlight();
+            quiet = await this.registration.noWriterInFlight();
             continue;
           }
           // Polled without a wake-up: one may have been lost (the listening connection was
           // down when a writer took our registration). Register again.
-          if (!(await this.host.sleep(this.cfg.pollIntervalMs))) this.waiting = false;
+          if (!(await this.host.sleep(this.cfg.pollIntervalMs))) this.registration.lost();
           continue;
         }
-        if (changes.length === this.cfg.batchSize) await this.setWaiting(false);
+        if (changes.length === this.cfg.batchSize) await this.registration.set(false);
         const oversized = changes.filter((c) => Buffer.byteLength(c.record) > this.cfg.maxRecordBytes);
         if (oversized.length > 0) {
           const reasons = oversized.map(
@@ -148,8 +169,11 @@ export class DeliveryLoops {
         const spent = { httpMs: 0 };
         const accepted: Settlement[] = [];
         if (sendable.length > 0) await delivery.deliver(sendable, spent, accepted);
-        await acking;
-        acking = this.acknowledge(delivery, accepted);
+        // What Certyo rejected inside a bulk answer is parked now.
+        const a = await delivery.acknowledgement(accepted);
+        if (a.count > 0) unacknowledged = a;
+        // A backlog: acknowledged while the next batch is claimed and sent.
+        if (this.backlog || this.noAckAndClaim) await acknowledgeApart();
         this.log.debug(
           {
             worker,
@@ -161,29 +185,35 @@ export class DeliveryLoops {
           'batch done',
         );
         // Writers keep the stream going: let their changes gather into a larger batch.
-        if (this.cfg.lingerMs > 0 && !this.backlog) await this.host.sleep(this.cfg.lingerMs, 'stop');
+        if (this.cfg.lingerMs > 0 && !this.backlog) {
+          await acknowledgeApart();
+          await this.host.sleep(this.cfg.lingerMs, 'stop');
+        }
       } catch (err) {
         failures++;
         this.host.lastError = (err as Error).message;
         this.log.warn({ err, worker, failures }, 'relay loop error; backing off');
+        // The claim failed, and with it the acknowledgement it carried: acknowledged apart
+        // (retried until it commits; a lost one ends with the lease: sent again).
+        await acknowledgeApart();
         await this.host.sleep(this.host.backoff(failures));
       }
     }
+    await acknowledgeApart();
     await acking;
   }
 
   /**
-   * Acknowledges accepted batches in the background: the worker claims and
+   * Acknowledges accepted changes in the background: the worker claims and
    * sends its next batch meanwhile. Until this commits, those changes stay
    * leased, so the next claim holds back their records' later changes; when it
    * commits, sleeping workers are woken to claim what it released (no NOTIFY
    * comes for changes committed earlier). A failure is logged: the leases
    * expire and the changes are sent again under the same idempotency keys.
    */
-  private async acknowledge(delivery: Delivery, accepted: Settlement[]) {
-    if (accepted.length === 0) return;
+  private async acknowledge(delivery: Delivery, a: Acknowledgement) {
     try {
-      for (const a of accepted) await delivery.settle(a.changes, a.results);
+      await delivery.ack(a);
       this.acknowledgements++;
       this.host.wake('delivery');
     } catch (err) {

@@ -7,6 +7,7 @@ import type { Sql } from 'postgres';
 import type { CertyoClient, Outcome, RecordResult } from './certyo/client.js';
 import type { Config } from './config.js';
 import { pgArray } from './db.js';
+import { Layouts } from './layouts.js';
 
 export interface Change {
   id: string;
@@ -26,6 +27,18 @@ export interface Settlement {
   results: RecordResult[] | undefined;
 }
 
+/** certyo.ack's arguments for accepted changes, as array literals (Delivery.acknowledgement). */
+export interface Acknowledgement {
+  count: number;
+  ids: string;
+  hashes: string;
+  acceptedAt: string;
+  snapshots: string;
+  digests: string;
+  layouts: string;
+  payloads: string | null;
+}
+
 export class Metrics {
   delivered = 0;
   retried = 0;
@@ -35,38 +48,6 @@ export class Metrics {
 }
 
 const OPERATION = { I: 'insert', U: 'update', D: 'delete', B: 'upsert' } as const;
-
-/**
- * The top-level member names of a row image as row_to_json writes it
- * (compact: no whitespace), each as its JSON string token, in order. A linear
- * scan that skips strings and nested values: about a microsecond a row.
- */
-export function payloadColumns(json: string): string[] {
-  const keys: string[] = [];
-  let depth = 0;
-  let expectKey = false;
-  for (let i = 0; i < json.length; i++) {
-    const c = json.charCodeAt(i);
-    if (c === 34) {
-      // a string: find its closing quote (a backslash escapes the next character)
-      const start = i;
-      for (i++; i < json.length; i++) {
-        const d = json.charCodeAt(i);
-        if (d === 92) i++;
-        else if (d === 34) break;
-      }
-      if (depth === 1 && expectKey) {
-        keys.push(json.slice(start, i + 1));
-        expectKey = false;
-      }
-    } else if (c === 123 || c === 91) {
-      depth++;
-      if (depth === 1) expectKey = c === 123;
-    } else if (c === 125 || c === 93) depth--;
-    else if (c === 44 && depth === 1) expectKey = true;
-  }
-  return keys;
-}
 
 /** What delivery needs from the relay that runs it. */
 export interface DeliveryHost {
@@ -82,8 +63,7 @@ export interface DeliveryHost {
 }
 
 export class Delivery {
-  /** Layout ids by table and column list (certyo.layout_of): a handful per table. */
-  private readonly layouts = new Map<string, number | null>();
+  private readonly layouts: Layouts;
 
   constructor(
     private readonly cfg: Config,
@@ -93,7 +73,9 @@ export class Delivery {
     private readonly token: string,
     private readonly database: string,
     private readonly host: DeliveryHost,
-  ) {}
+  ) {
+    this.layouts = new Layouts(sql, log);
+  }
 
   /** The bulk request body for these changes. */
   body(changes: Change[]): string {
@@ -152,76 +134,72 @@ export class Delivery {
     // Stopping mid-retry: the leases are given back by stop(); nothing is lost.
   }
 
-  /** Acknowledges what Certyo accepted, parks what it rejected inside a bulk answer. */
-  async settle(changes: Change[], results: RecordResult[] | undefined) {
-    const byIndex = new Map((results ?? []).map((r) => [r.index, r]));
-    const acked: Change[] = [];
+  /**
+   * certyo.ack's arguments for what Certyo accepted in these batches (as
+   * literals, see pgArray); what it rejected inside a bulk answer is parked
+   * here. count: the changes to acknowledge.
+   */
+  async acknowledgement(settlements: Settlement[]): Promise<Acknowledgement> {
+    const ids: string[] = [];
     const hashes: (string | null)[] = [];
     const acceptedAt: (string | null)[] = [];
     const snapshots: (string | null)[] = [];
     const digests: string[] = [];
     const layouts: (number | null)[] = [];
-    const rejected: Change[] = [];
-    const reasons: string[] = [];
-    changes.forEach((c, i) => {
-      const r = byIndex.get(i);
-      if (r?.status === 'rejected') {
-        rejected.push(c);
-        reasons.push(r.error ?? 'rejected by Certyo');
-        return;
+    const payloads: (string | null)[] = [];
+    for (const { changes, results } of settlements) {
+      const byIndex = new Map((results ?? []).map((r) => [r.index, r]));
+      const rejected: Change[] = [];
+      const reasons: string[] = [];
+      for (const [i, c] of changes.entries()) {
+        const r = byIndex.get(i);
+        if (r?.status === 'rejected') {
+          rejected.push(c);
+          reasons.push(r.error ?? 'rejected by Certyo');
+          continue;
+        }
+        const recordHash = r?.recordHash?.replace(/^sha256:/, '') ?? null;
+        ids.push(c.id);
+        hashes.push(recordHash);
+        acceptedAt.push(r?.acceptedAt ?? null);
+        snapshots.push(r?.snapshotId ?? null);
+        digests.push(hash('sha256', c.record, 'hex'));
+        layouts.push(await this.layouts.of(c));
+        // Where Certyo gave no hash, verification asks about the payload: the receipt keeps it.
+        payloads.push(recordHash === null ? c.record : null);
       }
-      acked.push(c);
-      hashes.push(r?.recordHash?.replace(/^sha256:/, '') ?? null);
-      acceptedAt.push(r?.acceptedAt ?? null);
-      snapshots.push(r?.snapshotId ?? null);
-      digests.push(hash('sha256', c.record, 'hex'));
-    });
-    for (const c of acked) layouts.push(await this.layoutOf(c));
-    // Where Certyo gave no hash, verification asks about the payload: the receipt keeps it.
-    const payloads = hashes.includes(null)
-      ? pgArray(acked.map((c, i) => (hashes[i] === null ? c.record : null)))
-      : null;
-    if (acked.length > 0) {
-      const [row] = await this.retryDb(
-        () => this.sql<{ n: number }[]>`
-          select certyo.ack(${this.token}, ${pgArray(acked.map((c) => c.id))}::bigint[], ${pgArray(hashes)}::text[],
-                            ${pgArray(acceptedAt)}::timestamptz[], ${pgArray(snapshots)}::text[],
-                            ${pgArray(digests)}::text[], ${pgArray(layouts)}::integer[], ${payloads}::text[]) as n`,
-      );
-      const acknowledged = row?.n ?? 0;
-      this.host.metrics.delivered += acknowledged;
-      this.host.acknowledged(acknowledged);
-      if (acknowledged < acked.length) {
-        // Our lease expired and another relay took these changes over; it acknowledges them (Certyo deduplicates).
-        this.log.warn(
-          { sent: acked.length, acknowledged },
-          'lease lost: changes were taken over by another relay',
-        );
-      }
+      if (rejected.length > 0) await this.park(rejected, reasons);
     }
-    if (rejected.length > 0) await this.park(rejected, reasons);
+    return {
+      count: ids.length,
+      ids: pgArray(ids),
+      hashes: pgArray(hashes),
+      acceptedAt: pgArray(acceptedAt),
+      snapshots: pgArray(snapshots),
+      digests: pgArray(digests),
+      layouts: pgArray(layouts),
+      payloads: hashes.includes(null) ? pgArray(payloads) : null,
+    };
   }
 
-  /**
-   * The layout of a change's payload: its columns in order, as sent. Registered
-   * once per table and column list; unknown (NULL) if registering fails.
-   */
-  private async layoutOf(c: Change): Promise<number | null> {
-    const columns = payloadColumns(c.record);
-    const key = `${c.table_id}\u0000${columns.join(',')}`;
-    const known = this.layouts.get(key);
-    if (known !== undefined) return known;
-    try {
-      const names = columns.map((k) => JSON.parse(k) as string);
-      const [row] = await this.sql<{ id: number | null }[]>`
-        select certyo.layout_of(${c.table_id}, ${pgArray(names)}::text[]) as id`;
-      const id = row?.id ?? null;
-      if (this.layouts.size > 10_000) this.layouts.clear();
-      this.layouts.set(key, id);
-      return id;
-    } catch (err) {
-      this.log.warn({ err, table: c.collection }, 'could not register a payload layout');
-      return null;
+  /** Acknowledges accepted changes (certyo.ack), retried until it commits. */
+  async ack(a: Acknowledgement) {
+    if (a.count === 0) return;
+    const [row] = await this.retryDb(
+      () => this.sql<{ n: number }[]>`
+        select certyo.ack(${this.token}, ${a.ids}::bigint[], ${a.hashes}::text[], ${a.acceptedAt}::timestamptz[],
+                          ${a.snapshots}::text[], ${a.digests}::text[], ${a.layouts}::integer[], ${a.payloads}::text[]) as n`,
+    );
+    this.acknowledged(row?.n ?? 0, a.count);
+  }
+
+  /** Counts changes certyo.ack took out of the outbox: sent of them were acknowledged under our lease. */
+  acknowledged(acknowledged: number, sent: number) {
+    this.host.metrics.delivered += acknowledged;
+    this.host.acknowledged(acknowledged);
+    if (acknowledged < sent) {
+      // Our lease expired and another relay took these changes over; it acknowledges them (Certyo deduplicates).
+      this.log.warn({ sent, acknowledged }, 'lease lost: changes were taken over by another relay');
     }
   }
 

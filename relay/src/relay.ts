@@ -1,7 +1,8 @@
 // The relay: claim changes (leased, in per-record order), POST them to
 // Certyo outside any transaction, acknowledge (fenced by the lease) or park
 // what Certyo rejected. Woken by NOTIFY while idle, polling as a fallback.
-// Beside the delivery loops (delivery-loops.ts, sending with delivery.ts) it
+// Beside the delivery loops (delivery-loops.ts, sending with delivery.ts; their
+// wake-up registration in registration.ts, payload layouts in layouts.ts) it
 // runs verification (verifier.ts), backfills (backfiller.ts), skipped write-backs (write-due.ts) and its
 // vacuum of the outbox (outbox-vacuum.ts).
 import { randomUUID } from 'node:crypto';

@@ -209,48 +209,58 @@ describe('relay', () => {
     await assertNothingLost(db.sql, api, 21);
   });
 
-  test("a change held back by its record's change in flight goes once that one is acknowledged (no NOTIFY, no poll)", async () => {
-    // Acknowledgements run in the background while the loop claims again. Here the first
-    // change's acknowledgement waits on a lock until the loop has found the second change
-    // held back, registered and gone to sleep: only that commit can send it back to claim.
-    // The first change is a delete: acknowledging it writes no status back, so no write
-    // to the table sends a NOTIFY either. Verification off: its loops would queue on the lock.
-    await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off' });
-    await db.sql`insert into products values (1, 'a', 1)`;
-    await drained();
-    const locker = await db.sql.reserve();
-    try {
-      await locker`begin`;
-      await locker`lock table certyo.receipt in share mode`;
-      api.faults.latencyMs = 300;
-      const inFlight = api.nextArrival();
-      await db.sql`delete from products where id = 1`;
-      await inFlight;
-      api.faults.latencyMs = 0;
-      await db.sql`insert into products values (1, 'b', 2)`; // no relay registered: no NOTIFY
-      await until(
-        async () =>
-          (
-            await db.sql`
-              select exists (select from certyo.waiting_relay)
-                 and exists (select from pg_stat_activity
-                             where wait_event_type = 'Lock' and query like '%certyo.ack(%')
-                 and not exists (select from pg_stat_activity
-                                 where state = 'active' and query like '%certyo.claim(%'
-                                   and pid <> pg_backend_pid()) as asleep`
-          )[0]!.asleep,
-        { describe: () => logLines.slice(-30).join('') },
-      );
-      await locker`commit`;
-    } finally {
-      locker.release();
-    }
-    await until(async () => (await db.sql`select count(*)::int as n from certyo.outbox`)[0]!.n === 0, {
-      limitMs: 30_000,
-      describe: () => logLines.slice(-30).join(''),
+  // Keeping up, a batch's acknowledgement goes with the next claim (certyo.ack_and_claim);
+  // lingering (or in a backlog) it runs in the background while the loop claims again.
+  for (const [mode, env, waiting, claiming] of [
+    ['acknowledged with the next claim', {}, 'certyo.ack_and_claim(', 'certyo.ack_and_claim('],
+    ['acknowledged in the background (lingering)', { CERTYO_LINGER_MS: '1' }, 'certyo.ack(', 'certyo.claim('],
+  ] as const) {
+    test(`a change held back by its record's change in flight goes once that one is acknowledged, ${mode} (no NOTIFY, no poll)`, async () => {
+      // The first change's acknowledgement waits on a lock. In the background, the loop
+      // meanwhile finds the second change held back, registers and goes to sleep: only the
+      // acknowledgement's commit can send it back to claim. With the next claim, that claim
+      // waits too, and finds the second change once the acknowledgement is done.
+      // The first change is a delete: acknowledging it writes no status back, so no write
+      // to the table sends a NOTIFY either. Verification off: its loops would queue on the lock.
+      await startRelay({ CERTYO_POLL_INTERVAL_MS: '600000', CERTYO_VERIFY: 'off', ...env });
+      await db.sql`insert into products values (1, 'a', 1)`;
+      await drained();
+      const locker = await db.sql.reserve();
+      try {
+        await locker`begin`;
+        await locker`lock table certyo.receipt in share mode`;
+        api.faults.latencyMs = 300;
+        const inFlight = api.nextArrival();
+        await db.sql`delete from products where id = 1`;
+        await inFlight;
+        api.faults.latencyMs = 0;
+        await db.sql`insert into products values (1, 'b', 2)`; // no relay registered: no NOTIFY
+        const background = waiting !== claiming;
+        await until(
+          async () =>
+            (
+              await db.sql`
+                select (not ${background} or exists (select from certyo.waiting_relay))
+                   and exists (select from pg_stat_activity
+                               where wait_event_type = 'Lock' and query like ${`%${waiting}%`})
+                   and (not ${background}
+                        or not exists (select from pg_stat_activity
+                                       where state = 'active' and query like ${`%${claiming}%`}
+                                         and pid <> pg_backend_pid())) as asleep`
+            )[0]!.asleep,
+          { describe: () => logLines.slice(-30).join('') },
+        );
+        await locker`commit`;
+      } finally {
+        locker.release();
+      }
+      await until(async () => (await db.sql`select count(*)::int as n from certyo.outbox`)[0]!.n === 0, {
+        limitMs: 30_000,
+        describe: () => logLines.slice(-30).join(''),
+      });
+      await assertNothingLost(db.sql, api, 3);
     });
-    await assertNothingLost(db.sql, api, 3);
-  });
+  }
 
   test('429 storms and 503s: retried with the same keys, nothing lost', async () => {
     // Per request: 429 at 40%, else 503 at 30%, else handled and then dropped at 50% (about 1 in 5
@@ -465,6 +475,31 @@ describe('relay', () => {
       assert.ok(!logLines.some((l) => l.includes('relay loop error')), 'the missing function broke the loop');
     } finally {
       await db.sql`alter function certyo.writers_in_flight_hidden(uuid) rename to writers_in_flight`;
+    }
+  });
+
+  test('an install older than the relay (no ack_and_claim): it acknowledges apart, marks rows and warns once', async () => {
+    const signature =
+      'uuid, bigint[], text[], timestamptz[], text[], text[], integer[], text[], integer, interval, bigint';
+    await db.sql.unsafe(`alter function certyo.ack_and_claim(${signature}) rename to ack_and_claim_hidden`);
+    try {
+      await startRelay({ CERTYO_VERIFY: 'off' });
+      for (let i = 1; i <= 3; i++) {
+        await db.sql`insert into products values (${i}, 's', 1)`;
+        await drained();
+      }
+      await until(
+        async () =>
+          (await db.sql`select count(*)::int as n from products where certyo_anchor_status = 'submitted'`)[0]!
+            .n === 3,
+        { describe: () => logLines.slice(-30).join('') },
+      );
+      await assertNothingLost(db.sql, api, 3);
+      const warned = logLines.filter((l) => l.includes('certyo.ack_and_claim is not installed'));
+      assert.equal(warned.length, 1, 'warned once');
+      assert.ok(!logLines.some((l) => l.includes('relay loop error')), 'the missing function broke the loop');
+    } finally {
+      await db.sql.unsafe(`alter function certyo.ack_and_claim_hidden(${signature}) rename to ack_and_claim`);
     }
   });
 
