@@ -98,13 +98,15 @@ export class DeliveryLoops {
     let acking: Promise<void> = Promise.resolve();
     // What Certyo accepted of the last batch, for the next claim to acknowledge (keeping
     // up: small batches, one round trip for both). Before this loop sleeps it is
-    // acknowledged apart.
-    let unacknowledged: Acknowledgement | undefined;
-    const acknowledgeApart = async () => {
-      if (unacknowledged === undefined) return;
+    // acknowledged apart. Prepared (hashed, rejections parked) once: for the claim, or
+    // in the background.
+    let unacknowledged: Settlement[] = [];
+    const acknowledgeApart = async (prepared?: Acknowledgement) => {
+      const pending = prepared ?? unacknowledged;
+      unacknowledged = [];
+      if (Array.isArray(pending) && pending.length === 0) return;
       await acking;
-      acking = this.acknowledge(delivery, unacknowledged);
-      unacknowledged = undefined;
+      acking = this.acknowledge(delivery, pending);
     };
     // Since this loop registered, no writer that may have missed the registration is
     // still open (checked before the last claim); else claim again after inFlightMs.
@@ -119,15 +121,21 @@ export class DeliveryLoops {
       try {
         const t0 = performance.now();
         const acknowledged = this.acknowledgements;
-        let changes =
-          unacknowledged !== undefined && !this.noAckAndClaim
-            ? await this.ackAndClaim(delivery, unacknowledged)
-            : undefined;
+        let changes: Change[] | undefined;
+        if (unacknowledged.length > 0 && !this.noAckAndClaim) {
+          const a = await delivery.acknowledgement(unacknowledged);
+          unacknowledged = [];
+          // Failed (or not installed): acknowledged apart.
+          changes = await this.ackAndClaim(delivery, a).catch(async (err) => {
+            await acknowledgeApart(a);
+            throw err;
+          });
+          if (changes === undefined) await acknowledgeApart(a);
+        }
         if (changes === undefined) {
           await acknowledgeApart();
           changes = await this.claim();
         }
-        unacknowledged = undefined;
         failures = 0;
         this.setBacklog(changes);
         // The backfill waits for claims to lease its last chunk before stamping the next.
@@ -169,9 +177,7 @@ export class DeliveryLoops {
         const spent = { httpMs: 0 };
         const accepted: Settlement[] = [];
         if (sendable.length > 0) await delivery.deliver(sendable, spent, accepted);
-        // What Certyo rejected inside a bulk answer is parked now.
-        const a = await delivery.acknowledgement(accepted);
-        if (a.count > 0) unacknowledged = a;
+        unacknowledged = accepted;
         // A backlog: acknowledged while the next batch is claimed and sent.
         if (this.backlog || this.noAckAndClaim) await acknowledgeApart();
         this.log.debug(
@@ -193,8 +199,6 @@ export class DeliveryLoops {
         failures++;
         this.host.lastError = (err as Error).message;
         this.log.warn({ err, worker, failures }, 'relay loop error; backing off');
-        // The claim failed, and with it the acknowledgement it carried: acknowledged apart
-        // (retried until it commits; a lost one ends with the lease: sent again).
         await acknowledgeApart();
         await this.host.sleep(this.host.backoff(failures));
       }
@@ -211,9 +215,10 @@ export class DeliveryLoops {
    * comes for changes committed earlier). A failure is logged: the leases
    * expire and the changes are sent again under the same idempotency keys.
    */
-  private async acknowledge(delivery: Delivery, a: Acknowledgement) {
+  private async acknowledge(delivery: Delivery, pending: Acknowledgement | Settlement[]) {
     try {
-      await delivery.ack(a);
+      // (What Certyo rejected inside a bulk answer is parked while preparing.)
+      await delivery.ack(Array.isArray(pending) ? await delivery.acknowledgement(pending) : pending);
       this.acknowledgements++;
       this.host.wake('delivery');
     } catch (err) {
