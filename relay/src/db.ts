@@ -50,6 +50,14 @@ export function relayPool(cfg: Pick<Config, 'databaseUrl' | 'concurrency'>, log:
   });
 }
 
+/**
+ * The error of calling a function the install does not have (42883): a relay
+ * newer than its install, before `certyo-pg migrate`.
+ */
+export function isUndefinedFunction(err: unknown): boolean {
+  return (err as { code?: string }).code === '42883';
+}
+
 /** A PostgreSQL array literal (cast it: `${pgArray(ids)}::bigint[]`); null elements stay NULL. */
 export function pgArray(values: readonly (string | number | bigint | null | undefined)[]): string {
   let out = '{';

@@ -12,12 +12,13 @@
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import type { Config } from './config.js';
+import { isUndefinedFunction } from './db.js';
 import type { Acknowledgement, Change, Delivery, DeliveryHost, Settlement } from './delivery.js';
 import { Registration } from './registration.js';
 import type { Group } from './sleepers.js';
 
 /** A row of certyo.ack_and_claim: a claimed change, or (id NULL) only the count. */
-type Claimed = Change & { acknowledged: number | null };
+type Claimed = Change & { acknowledged: number };
 
 /** What the loops need of the relay: its lifecycle and its sleepers. */
 export interface LoopHost extends DeliveryHost {
@@ -80,14 +81,14 @@ export class DeliveryLoops {
                                   ${a.snapshots}::text[], ${a.digests}::text[], ${a.layouts}::integer[], ${a.payloads}::text[],
                                   ${this.cfg.batchSize}, ${`${this.cfg.leaseSeconds} seconds`}, ${this.cfg.maxBatchBytes})`;
     } catch (err) {
-      if ((err as { code?: string }).code !== '42883') throw err;
+      if (!isUndefinedFunction(err)) throw err;
       this.noAckAndClaim = true;
       this.log.warn('certyo.ack_and_claim is not installed: run certyo-pg migrate');
       return undefined;
     }
-    if (a.count > 0) delivery.acknowledged(rows[0]?.acknowledged ?? 0, a.count);
-    // Nothing claimed: one row that only counts the acknowledged.
-    return rows[0]?.id == null ? [] : rows;
+    // Never no row: nothing claimed is one row that only counts the acknowledged.
+    if (a.count > 0) delivery.acknowledged(rows[0]!.acknowledged, a.count);
+    return rows[0]!.id === null ? [] : rows;
   }
 
   async run(worker: number) {

@@ -3,6 +3,7 @@
 // writer's capture sends a NOTIFY and takes the registration (see sql/wake.sql).
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
+import { isUndefinedFunction } from './db.js';
 
 export class Registration {
   /** Registered in certyo.waiting_relay: the next writer sends a NOTIFY and takes the registration. */
@@ -53,7 +54,7 @@ export class Registration {
       >`select certyo.writers_in_flight(${this.token}) as busy`;
       return !row?.busy;
     } catch (err) {
-      if ((err as { code?: string }).code !== '42883') throw err;
+      if (!isUndefinedFunction(err)) throw err;
       // An install older than this relay (migrate before restarting relays): as before it.
       this.noInFlightCheck = true;
       this.log.warn('certyo.writers_in_flight(relay) is not installed: run certyo-pg migrate');
