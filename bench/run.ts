@@ -64,6 +64,9 @@ async function main() {
       rounds,
       wal,
       trackedOverUntracked: ratio('insert', 'tracked', 'untracked'),
+      // The same into a table that starts empty (the others hold a 200,000-row prefill).
+      emptyTableInsert: ratio('insert_empty', 'tracked', 'untracked'),
+      naiveEmptyTableInsert: ratio('insert_empty', 'naive', 'untracked'),
       relayRunningOverUntracked: ratio('insert', 'tracked_relay', 'untracked'),
       // The relay lingering 20 ms after a batch that was not full (CERTYO_LINGER_MS; default none).
       relayLinger20OverUntracked: ratio('insert', 'tracked_relay_linger20', 'untracked'),
@@ -162,9 +165,9 @@ async function main() {
     const losses = baselines.losses as Per<Record<string, string>>;
     const rows = [
       [
-        'tracked / untracked single-row INSERT TPS, 8 clients, relay absent (200,000-row table)',
+        'tracked / untracked single-row INSERT TPS, 8 clients, relay absent: 200,000-row table / table that starts empty',
         '>= 0.80',
-        `${writeTax.trackedOverUntracked}, ${met(writeTax.trackedOverUntracked, 0.8)} (naive outbox ${writeTax.naiveOverUntracked}, guide's NOTIFY trigger ${writeTax.notifyOverUntracked}, timestamp polling ${writeTax.pollingOverUntracked})`,
+        `${writeTax.trackedOverUntracked} / ${writeTax.emptyTableInsert}, ${met(Math.min(writeTax.trackedOverUntracked, writeTax.emptyTableInsert), 0.8)} (naive outbox ${writeTax.naiveOverUntracked} / ${writeTax.naiveEmptyTableInsert}; 200,000 rows: guide's NOTIFY trigger ${writeTax.notifyOverUntracked}, timestamp polling ${writeTax.pollingOverUntracked})`,
       ],
       [
         'same, relay running and keeping up',

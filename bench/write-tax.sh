@@ -15,7 +15,8 @@
 #   polling          Certyo guide's timestamp polling: an indexed updated_at column (set by the writer)
 # Operations: insert (one row per transaction), insert100 (one 100-row INSERT
 # statement per transaction), update and delete (one row, random id, of a
-# prefilled table), and pgbench's built-in TPC-B-like script (scale 1, so 8
+# prefilled table), insert_empty (one row per transaction into a table that
+# starts empty: untracked, tracked and naive only), and pgbench's built-in TPC-B-like script (scale 1, so 8
 # clients share 1 branch and 10 tellers) on pgbench tables untracked, tracked
 # (accounts, tellers, branches) and with the naive outbox on the same tables.
 # First, WAL bytes per single-row INSERT for each variant.
@@ -182,6 +183,20 @@ for round in $(seq "$rounds"); do
         relay=""
       done
     fi
+  done
+  # Single-row INSERT into a table that starts empty (the others hold the prefill): a new
+  # table per round and variant (certyo refuses TRUNCATE of a tracked table).
+  for v in $(rotate "$round" untracked tracked naive); do
+    f=empty${round}_$v
+    psql -qX -v ON_ERROR_STOP=1 "$url" >/dev/null <<SQL
+create table $f (like untracked including all);
+$(case $v in
+  tracked) echo "select certyo.enable_tracking('$f');" ;;
+  naive) echo "create trigger naive_capture after insert or update or delete on $f for each row execute function naive_capture();" ;;
+esac)
+SQL
+    echo "insert into $f (name, price, qty, attrs) values ('widget', 19.99, 3, '{\"color\":\"red\"}');" > "$tmp/insert_empty.$f.sql"
+    run insert_empty "$v" "$f"
   done
   for v in $(rotate "$round" $tpcb_variants); do
     tpcb "$v"

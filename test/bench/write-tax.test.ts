@@ -7,10 +7,15 @@ test('bench/write-tax.sh reports every operation and variant per round, and WAL 
   // 1-second runs, 2,000 rows, one round, WAL over 8 x 100 inserts.
   const stdout = await runBench('write-tax.sh', ['1', '2000', '1', '100']);
   // Per round: insert x 9 variants (2 with the relay, 1 outside UTC), insert100 / delete x 5,
-  // update x 6 (1 outside UTC), TPC-B-like x 3.
-  assert.equal([...stdout.matchAll(/round=\d op=\w+ variant=\w+ tps=[\d.]+/g)].length, 28, stdout);
+  // update x 6 (1 outside UTC), insert into an empty table x 3, TPC-B-like x 3.
+  assert.equal([...stdout.matchAll(/round=\d op=\w+ variant=\w+ tps=[\d.]+/g)].length, 31, stdout);
   for (const v of ['tracked_relay', 'tracked_relay_linger20', 'tracked_berlin'])
     assert.match(stdout, new RegExp(`round=1 op=insert variant=${v} tps=[\\d.]+`), stdout);
   assert.equal([...stdout.matchAll(/round=1 op=tpcb variant=\w+ tps=[\d.]+/g)].length, 3, stdout);
+  assert.equal(
+    [...stdout.matchAll(/round=1 op=insert_empty variant=(untracked|tracked|naive) tps=[\d.]+/g)].length,
+    3,
+    stdout,
+  );
   assert.equal([...stdout.matchAll(/wal variant=\w+ bytes_per_change=\d+/g)].length, 5, stdout);
 });
