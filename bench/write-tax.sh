@@ -107,10 +107,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The single-row INSERT every insert op sends: into table $1.
+insert_one() { echo "insert into $1 (name, price, qty, attrs) values ('widget', 19.99, 3, '{\"color\":\"red\"}');"; }
 for t in $variants; do
   set_ts=""
   [ "$t" = polling ] && set_ts=", updated_at = now()"
-  echo "insert into $t (name, price, qty, attrs) values ('widget', 19.99, 3, '{\"color\":\"red\"}');" > "$tmp/insert.$t.sql"
+  insert_one "$t" > "$tmp/insert.$t.sql"
   echo "insert into $t (name, price, qty, attrs) select 'widget', 19.99, g, '{\"color\":\"red\"}' from generate_series(1, 100) g;" > "$tmp/insert100.$t.sql"
   printf '\\set id random(1, %d)\nupdate %s set qty = qty + 1%s where id = :id;\n' "$rows" "$t" "$set_ts" > "$tmp/update.$t.sql"
   printf '\\set id random(1, %d)\ndelete from %s where id = :id;\n' "$rows" "$t" > "$tmp/delete.$t.sql"
@@ -195,7 +197,7 @@ $(case $v in
   naive) echo "create trigger naive_capture after insert or update or delete on $f for each row execute function naive_capture();" ;;
 esac)
 SQL
-    echo "insert into $f (name, price, qty, attrs) values ('widget', 19.99, 3, '{\"color\":\"red\"}');" > "$tmp/insert_empty.$f.sql"
+    insert_one "$f" > "$tmp/insert_empty.$f.sql"
     run insert_empty "$v" "$f"
   done
   for v in $(rotate "$round" $tpcb_variants); do
