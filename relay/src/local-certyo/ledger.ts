@@ -1,18 +1,12 @@
 // The local Certyo's state, in memory: accepted records (snapshots), the
-// per-tenant idempotency window, batching by count or age, fake anchoring,
-// and verification with Merkle proofs.
+// per-tenant idempotency window and the lookups the read side asks for.
+// Batching, anchoring, proofs and the views that depend on a record's batch
+// are in anchoring.ts.
 import { randomUUID } from 'node:crypto';
 import { canonical, type JsonObject, own } from '../certyo/json.js';
-import {
-  buildTree,
-  type Levels,
-  leavesOf,
-  type ProofStep,
-  proofFor,
-  rootOf,
-  sha256hex,
-} from '../certyo/merkle.js';
+import { sha256hex } from '../certyo/merkle.js';
 import { getOrAdd } from '../maps.js';
+import { type AnchorFaults, Anchoring, type AnchoringOptions } from './anchoring.js';
 import type { RecordFields } from './validate.js';
 
 export type SnapshotStatus = 'Ingested' | 'PendingAnchor' | 'Batched' | 'Anchored' | 'Failed';
@@ -59,18 +53,6 @@ interface Collection {
   byRecord: Map<string, OneOrMany>;
 }
 
-interface Batch {
-  batchId: string;
-  seq: number;
-  snapshots: Snapshot[];
-  levels: Levels;
-  root: string;
-  ipfsCid: string;
-  polygonTxHash: string;
-  blockNumber: number;
-  anchoredAt: string | null;
-}
-
 export interface IngestResult {
   recordId: string;
   recordHash: string;
@@ -80,25 +62,10 @@ export interface IngestResult {
   snapshotId: string;
 }
 
-export interface LedgerOptions {
-  flushRecords: number;
-  flushMs: number;
-  anchorMs: number;
+export interface LedgerOptions extends AnchoringOptions {
+  /** An idempotency key sent again within this window gets the first answer. */
   idempotencyWindowMs: number;
 }
-
-export interface AnchorFaults {
-  /** New batches fail to anchor (status Failed). */
-  anchorFail: boolean;
-  /** New batches never anchor (stay Batched). */
-  anchorNever: boolean;
-  /** Report Merkle roots that are not the roots of the batches' trees (a lying service). */
-  wrongRoot: boolean;
-  /** Report record hashes other than the ones returned at ingestion. */
-  wrongHash: boolean;
-}
-
-const forged = (hex: string) => sha256hex(`forged:${hex}`);
 
 export const recordHash = (payload: JsonObject) => sha256hex(canonical(payload));
 const collectionKey = (r: { tenantId: string; database: string; collection: string }) =>
@@ -131,17 +98,16 @@ export class Ledger {
   private last: Collection | undefined;
   private lastNow = Number.NaN;
   private lastAt = '';
-  private readonly batches = new Map<string, Batch>();
-  private pending: Snapshot[] = [];
-  private flushTimer: NodeJS.Timeout | undefined;
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private batchSeq = 0;
+  /** Batches, anchoring, and the views and proofs that depend on them. */
+  private readonly anchoring: Anchoring;
 
   constructor(
     readonly options: LedgerOptions,
-    private readonly faults: AnchorFaults,
+    faults: AnchorFaults,
     private readonly onReplayMismatch: (key: string) => void = () => {},
-  ) {}
+  ) {
+    this.anchoring = new Anchoring(options, faults);
+  }
 
   /** Ingests one validated record whose payload hashes to `hash` (recordHash). */
   ingest(r: RecordFields, hash: string, now = Date.now()): IngestResult {
@@ -184,9 +150,7 @@ export class Ledger {
       snap.idempotencyKey = own(r.idempotencyKey);
       getOrAdd(this.idempotency, c.tenantId, () => new Map()).set(snap.idempotencyKey, snap);
     }
-    this.pending.push(snap);
-    if (this.pending.length >= this.options.flushRecords) this.flush();
-    else this.flushTimer ??= this.later(() => this.flush(), this.options.flushMs);
+    this.anchoring.add(snap);
     return resultOf(snap, false);
   }
 
@@ -213,56 +177,12 @@ export class Ledger {
 
   /** Seal every waiting record into one batch and schedule its anchoring. */
   flush() {
-    if (this.flushTimer) {
-      clearTimeout(this.flushTimer);
-      this.timers.delete(this.flushTimer);
-      this.flushTimer = undefined;
-    }
-    while (this.pending.length > 0) {
-      const snaps = this.pending.splice(0, this.options.flushRecords);
-      const seq = ++this.batchSeq;
-      const levels = buildTree(snaps.map((s) => s.recordHash));
-      const root = rootOf(levels);
-      const batch: Batch = {
-        batchId: randomUUID(),
-        seq,
-        snapshots: snaps,
-        levels,
-        root,
-        ipfsCid: `bafkrei${sha256hex(`ipfs:${root}`).slice(0, 52)}`,
-        polygonTxHash: `0x${sha256hex(`polygon:${root}:${seq}`)}`,
-        blockNumber: 50_000_000 + seq,
-        anchoredAt: null,
-      };
-      this.batches.set(batch.batchId, batch);
-      const at = new Date().toISOString();
-      snaps.forEach((s, i) => {
-        s.status = 'Batched';
-        s.batchId = batch.batchId;
-        s.leafIndex = i;
-        s.updatedAt = at;
-      });
-      if (this.faults.anchorNever) continue;
-      const fail = this.faults.anchorFail;
-      this.later(() => {
-        const done = new Date().toISOString();
-        if (!fail) batch.anchoredAt = done;
-        for (const s of snaps) {
-          s.status = fail ? 'Failed' : 'Anchored';
-          s.updatedAt = done;
-        }
-      }, this.options.anchorMs);
-    }
+    this.anchoring.flush();
   }
 
   /** Anchors every sealed batch still waiting (those held back by anchorNever included) now. */
   anchorNow() {
-    const done = new Date().toISOString();
-    for (const b of this.batches.values()) {
-      if (b.anchoredAt !== null || b.snapshots[0]?.status !== 'Batched') continue;
-      b.anchoredAt = done;
-      for (const s of b.snapshots) Object.assign(s, { status: 'Anchored', updatedAt: done });
-    }
+    this.anchoring.anchorNow();
   }
 
   /** Brings the lookups up to date with `all`. */
@@ -329,113 +249,22 @@ export class Ledger {
     };
   }
 
-  /** A batch as GET /batches/{id} returns it [local]: state, anchor and every leaf in tree order. */
+  /** A batch as GET /batches/{id} returns it [local]. */
   batchView(batchId: string, tenantId: string) {
-    const b = this.batches.get(batchId);
-    if (!b || !b.snapshots.some((s) => s.tenantId === tenantId)) return undefined;
-    const status = b.snapshots[0]!.status;
-    const anchored = status === 'Anchored';
-    return {
-      batchId: b.batchId,
-      status,
-      recordCount: b.snapshots.length,
-      merkleRoot: `0x${this.faults.wrongRoot ? forged(b.root) : b.root}`,
-      onChainConfirmed: anchored,
-      polygonTxHash: anchored ? b.polygonTxHash : null,
-      blockNumber: anchored ? b.blockNumber : null,
-      ipfsCid: b.ipfsCid,
-      anchoredAt: anchored ? b.anchoredAt : null,
-      recordHashes: leavesOf(b.levels),
-    };
+    return this.anchoring.batchView(batchId, tenantId);
   }
 
   /** The public view of a snapshot, as GET /snapshots returns it. */
   view(s: Snapshot) {
-    const batch = s.batchId ? this.batches.get(s.batchId) : undefined;
-    const anchored = s.status === 'Anchored' && batch !== undefined;
-    const root = batch && (this.faults.wrongRoot ? forged(batch.root) : batch.root);
-    return {
-      snapshotId: s.snapshotId,
-      recordId: s.recordId,
-      database: s.database,
-      collection: s.collection,
-      status: s.status,
-      onChainConfirmed: anchored,
-      onChainMerkleRoot: anchored ? `0x${root}` : null,
-      ingestedAt: s.ingestedAt,
-      updatedAt: s.updatedAt,
-      batchId: s.batchId,
-      recordHash: this.faults.wrongHash ? forged(s.recordHash) : s.recordHash,
-      recordVersion: s.recordVersion,
-      operationType: s.operationType,
-      polygonTxHash: anchored ? batch.polygonTxHash : null,
-      blockNumber: anchored ? batch.blockNumber : null,
-      ipfsCid: batch?.ipfsCid ?? null,
-      anchoredAt: anchored ? batch.anchoredAt : null,
-    };
+    return this.anchoring.view(s);
   }
 
   /** Verification of one snapshot against a hash computed from a payload (or the stored hash). */
   verify(s: Snapshot, hash: string) {
-    const batch = s.batchId ? this.batches.get(s.batchId) : undefined;
-    const base = {
-      snapshotId: s.snapshotId,
-      recordId: s.recordId,
-      recordVersion: s.recordVersion,
-      recordHash: s.recordHash,
-    };
-    // wrongHash: a service that holds another hash than it returned at acceptance.
-    const held = this.faults.wrongHash ? forged(s.recordHash) : s.recordHash;
-    if (hash !== held) {
-      return {
-        ...base,
-        verified: false,
-        verificationStatus: 'fail',
-        reasonCategory: 'payload_mismatch',
-        snapshotHash: held,
-        computedHash: hash,
-      };
-    }
-    if (s.status !== 'Anchored' || !batch) {
-      const reason = s.status === 'Failed' ? 'anchor_failed' : 'not_yet_anchored';
-      return {
-        ...base,
-        verified: false,
-        verificationStatus: 'pending',
-        reasonCategory: reason,
-        snapshotHash: s.recordHash,
-        status: s.status,
-      };
-    }
-    const proof: ProofStep[] = proofFor(batch.levels, s.leafIndex);
-    return {
-      ...base,
-      verified: true,
-      verificationStatus: 'pass',
-      reasonCategory: 'verified_anchored',
-      snapshotHash: s.recordHash,
-      anchoredOnChain: true,
-      merkleRoot: `0x${this.faults.wrongRoot ? forged(batch.root) : batch.root}`,
-      merkleProof: proof,
-      polygonTxHash: batch.polygonTxHash,
-      blockNumber: batch.blockNumber,
-      ipfsCid: batch.ipfsCid,
-      anchoredAt: batch.anchoredAt,
-    };
+    return this.anchoring.verify(s, hash);
   }
 
   close() {
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
-    this.flushTimer = undefined;
-  }
-
-  private later(fn: () => void, ms: number): NodeJS.Timeout {
-    const t = setTimeout(() => {
-      this.timers.delete(t);
-      fn();
-    }, ms);
-    this.timers.add(t);
-    return t;
+    this.anchoring.close();
   }
 }

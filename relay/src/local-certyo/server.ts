@@ -1,28 +1,21 @@
 // The local Certyo-compatible HTTP server: routes, API keys and tenants,
 // problem+json errors, fault injection and a log of every request received.
 // Usable in-process (startLocalCertyo) and as `certyo-pg local-certyo`.
-// The read side (listing, batches, snapshots, verification) is in queries.ts,
-// fault injection in faults.ts, the documented-only mode in documented.ts.
+// Ingestion is in ingest.ts, request bodies in bodies.ts, the read side (listing, batches, snapshots,
+// verification) in queries.ts, fault injection in faults.ts, the
+// documented-only mode in documented.ts.
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import {
-  get,
-  type ItemMapper,
-  isObject,
-  type Json,
-  type JsonObject,
-  JsonSyntaxError,
-  own,
-  parseJson,
-} from '../certyo/json.js';
+import type { ItemMapper } from '../certyo/json.js';
+import { readBodyText, sameTenant, tenantBody } from './bodies.js';
 import { documentedAnswer, refuseUndocumented } from './documented.js';
 import { HttpError, problem } from './errors.js';
 import { type Faults, type Garble, garbled, NO_FAULTS } from './faults.js';
-import { type IngestResult, Ledger, type LedgerOptions, recordHash } from './ledger.js';
+import { ingestion } from './ingest.js';
+import { Ledger, type LedgerOptions } from './ledger.js';
 import { answerQuery } from './queries.js';
-import { type FieldError, type RecordFields, validateRecord } from './validate.js';
 
 export { type Faults, type Garble, NO_FAULTS } from './faults.js';
 
@@ -116,143 +109,11 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     return tenant;
   };
 
-  const readJson = async (req: IncomingMessage, items?: ItemMapper): Promise<Json> => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of req) {
-      size += (c as Buffer).length;
-      if (size > maxBody) throw new HttpError(413, 'Payload Too Large', `body over ${maxBody} bytes`);
-      chunks.push(c as Buffer);
-    }
-    try {
-      return parseJson(Buffer.concat(chunks).toString('utf8'), items);
-    } catch (err) {
-      if (err instanceof JsonSyntaxError)
-        throw new HttpError(400, 'Bad Request', err.message, [{ field: 'body', message: err.message }]);
-      throw err;
-    }
-  };
+  /** A request body that must be a JSON object claiming no tenant but the key's (bodies.ts). */
+  const bodyOf = (req: IncomingMessage, tenant: string, items?: ItemMapper) =>
+    tenantBody(req, tenant, maxBody, items);
 
-  const sameTenant = (tenant: string, claimed: Json | undefined) => {
-    if (typeof claimed === 'string' && claimed !== tenant) {
-      throw new HttpError(403, 'Forbidden', 'the API key does not belong to this tenant');
-    }
-  };
-
-  const rejectedByRule = (payload: { entries: Array<[string, Json]> }) => {
-    if (faults.rejectField === null) return false;
-    const v = get(payload, faults.rejectField);
-    const text =
-      v === undefined ? undefined : typeof v === 'object' && v !== null && 'raw' in v ? v.raw : String(v);
-    return text === faults.rejectValue;
-  };
-
-  /** A request body that must be a JSON object claiming no tenant but the key's. */
-  const tenantBody = async (
-    req: IncomingMessage,
-    tenant: string,
-    items?: ItemMapper,
-  ): Promise<JsonObject> => {
-    const body = await readJson(req, items);
-    if (!isObject(body)) throw new HttpError(400, 'Bad Request', 'body must be a JSON object');
-    sameTenant(tenant, get(body, 'tenantId'));
-    return body;
-  };
-
-  /**
-   * One record, checked on its own and hashed while the body is parsed; what
-   * is kept is this summary, not the record's parse tree.
-   */
-  interface Prepared {
-    record?: RecordFields;
-    hash?: string;
-    errors: FieldError[];
-    /** The record's recordId as sent. */
-    recordId: Json | undefined;
-    ruleRejected: boolean;
-  }
-  const prepare = (raw: Json): Prepared => {
-    const { record, errors } = validateRecord(raw);
-    if (!record)
-      return { errors, recordId: isObject(raw) ? get(raw, 'recordId') : undefined, ruleRejected: false };
-    const { recordPayload, ...fields } = record;
-    return {
-      record: fields,
-      hash: recordHash(recordPayload),
-      errors,
-      recordId: record.recordId,
-      ruleRejected: rejectedByRule(recordPayload),
-    };
-  };
-
-  /** One prepared record: refused (fields, tenant, reject rule) or ingested; logged either way. */
-  const admit = (
-    tenant: string,
-    p: Prepared,
-    entry: LoggedRequest,
-  ): { result: IngestResult } | { errors: FieldError[] } => {
-    const r = p.record;
-    let refused: FieldError[] | undefined;
-    if (!r) refused = p.errors;
-    else if (r.tenantId !== tenant) refused = [{ field: 'tenantId', message: 'does not match the API key' }];
-    else if (p.ruleRejected) refused = [{ field: 'recordPayload', message: 'rejected by rule' }];
-    if (refused || !r) {
-      entry.records.push({ recordId: String(p.recordId), status: 'rejected', replayed: false });
-      return { errors: refused ?? p.errors };
-    }
-    const result = ledger.ingest(r, p.hash!);
-    // The request log outlives the body: own copies of its strings (see own()).
-    entry.records.push({
-      recordId: own(r.recordId),
-      idempotencyKey: r.idempotencyKey === undefined ? undefined : own(r.idempotencyKey),
-      recordVersion: own(r.recordVersion),
-      status: 'accepted',
-      replayed: result.idempotencyReplayed,
-    });
-    return { result };
-  };
-  const describeErrors = (errors: FieldError[]) => errors.map((e) => `${e.field} ${e.message}`).join('; ');
-
-  async function ingestOne(
-    tenant: string,
-    body: JsonObject,
-    entry: LoggedRequest,
-  ): Promise<[number, unknown]> {
-    const admitted = admit(tenant, prepare(body), entry);
-    if ('errors' in admitted)
-      throw new HttpError(400, 'Bad Request', describeErrors(admitted.errors), admitted.errors);
-    return [202, admitted.result];
-  }
-
-  async function ingestBulk(
-    tenant: string,
-    body: JsonObject,
-    entry: LoggedRequest,
-  ): Promise<[number, unknown]> {
-    // Prepared while parsing (tenantBody): each element is a Prepared, not a tree.
-    const records = get(body, 'records') as unknown as Prepared[] | Json | undefined;
-    if (!Array.isArray(records))
-      throw new HttpError(400, 'Bad Request', 'records must be an array', [
-        { field: 'records', message: 'must be an array' },
-      ]);
-    if (records.length === 0 || records.length > 1000) {
-      throw new HttpError(400, 'Bad Request', 'records must hold 1 to 1000 records', [
-        { field: 'records', message: `has ${records.length} records; 1 to 1000 allowed` },
-      ]);
-    }
-    const results = (records as Prepared[]).map((p, index) => {
-      const admitted = admit(tenant, p, entry);
-      if ('result' in admitted) return { index, status: 'accepted', ...admitted.result };
-      return {
-        index,
-        recordId: typeof p.recordId === 'string' ? p.recordId : undefined,
-        status: 'rejected',
-        error: describeErrors(admitted.errors),
-      };
-    });
-    const accepted = results.filter((r) => r.status === 'accepted').length;
-    return [202, { accepted, rejected: records.length - accepted, results }];
-  }
+  const ingest = ingestion(ledger, faults);
 
   async function route(req: IncomingMessage, url: URL, entry: LoggedRequest): Promise<[number, unknown]> {
     const p = url.pathname;
@@ -269,11 +130,15 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
     const tenant = tenantOf(req);
     if (documentedOnly) refuseUndocumented(m, url);
     if (m === 'POST' && p === '/api/v1/records')
-      return ingestOne(tenant, await tenantBody(req, tenant), entry);
+      return ingest.ingestOne(tenant, await bodyOf(req, tenant), entry);
     if (m === 'POST' && p === '/api/v1/records/bulk')
-      return ingestBulk(tenant, await tenantBody(req, tenant, { key: 'records', map: prepare }), entry);
+      return ingest.ingestBulk(
+        tenant,
+        await bodyOf(req, tenant, { key: 'records', map: ingest.prepare }),
+        entry,
+      );
     const answer = await answerQuery(
-      { ledger, faults, documentedOnly, tenantBody, sameTenant },
+      { ledger, faults, documentedOnly, tenantBody: bodyOf, sameTenant },
       req,
       url,
       tenant,
@@ -382,10 +247,4 @@ export async function startLocalCertyo(opts: LocalCertyoOptions): Promise<LocalC
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-async function readBodyText(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
 }
