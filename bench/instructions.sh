@@ -102,6 +102,7 @@ for op in ${OPS:-insert insert100 update insert/tx update/tx delete/tx}; do
       printf '%s;\ndo $$ begin for i in 1..%s loop %s; end loop; end $$;\n' "${stmt//i %/1 %}" "$k" "$stmt" > "$dir/in.sql"
       as valgrind --tool=callgrind --toggle-collect=plpgsql_inline_handler --callgrind-out-file="$dir/cg.out" \
         "$bin/postgres" --single -D "$dir/data" -c synchronous_commit=off ${SETTINGS:-} postgres < "$dir/in.sql" > "$dir/run.log" 2>&1
+      if [ -n "${KEEP:-}" ]; then cp "$dir/cg.out" "$KEEP"; fi
       ir=$(callgrind_annotate "$dir/cg.out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); ir = $1} END {print ir}')
     fi
     line+=$(printf ' %12s' "$((ir / k))")

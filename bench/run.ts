@@ -12,6 +12,23 @@ import { machineTicks } from './measure.js';
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 const r2 = (x: number) => Math.round(x * 100) / 100;
 
+/** write-tax.sh's process groups in its cpu lines. */
+const CPU_GROUPS = ['writers', 'relay_db', 'relay', 'certyo', 'client'];
+type CpuSplit = Record<string, { cores: Record<string, number>; writersMicrosecondsPerInsert: number }>;
+/** Where the cores went in the single-row INSERT runs: relay absent / running / lingering 20 ms. */
+function cpuSplit(cpu: CpuSplit) {
+  const of = (g: string) =>
+    ['tracked', 'tracked_relay', 'tracked_relay_linger20'].map((v) => cpu[v]?.cores[g]).join(' / ');
+  const perTx = ['tracked', 'tracked_relay', 'tracked_relay_linger20']
+    .map((v) => cpu[v]?.writersMicrosecondsPerInsert)
+    .join(' / ');
+  return (
+    `Cores busy, relay absent / running / lingering 20 ms: writers' backends ${of('writers')}, ` +
+    `relay's backends ${of('relay_db')}, relay process ${of('relay')}, local Certyo ${of('certyo')}, ` +
+    `pgbench ${of('client')}; writers' backend CPU per INSERT ${perTx} µs`
+  );
+}
+
 function lastJson(out: string): Record<string, unknown> {
   return JSON.parse(out.slice(out.indexOf('{'))) as Record<string, unknown>;
 }
@@ -60,9 +77,28 @@ async function main() {
     const wal = Object.fromEntries(
       [...tax.matchAll(/wal variant=(\w+) bytes_per_change=(\d+)/g)].map((m) => [m[1]!, Number(m[2])]),
     );
+    // Cores busy during the single-row INSERT runs with certyo's capture, relay absent and
+    // running (write-tax.sh's cpu lines): the median over rounds of each process group, and
+    // the writers' backend CPU per transaction.
+    const cpuRuns = [...tax.matchAll(/cpu round=(\d) variant=(\w+) (.*)/g)].map((m) => ({
+      round: Number(m[1]),
+      variant: m[2]!,
+      cores: Object.fromEntries(m[3]!.split(' ').map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])])),
+    }));
+    const cpu = Object.fromEntries(
+      ['tracked', 'tracked_relay', 'tracked_relay_linger20'].map((v) => {
+        const runs = cpuRuns.filter((r) => r.variant === v);
+        const cores = Object.fromEntries(
+          CPU_GROUPS.map((g) => [g, r2(median(runs.map((r) => r.cores[g]!)))]),
+        );
+        const perTx = median(runs.map((r) => (r.cores.writers! * 1e6) / tps(r.round, 'insert', v)));
+        return [v, { cores, writersMicrosecondsPerInsert: Math.round(perTx) }];
+      }),
+    ) as CpuSplit;
     const writeTax = {
       rounds,
       wal,
+      cpu,
       trackedOverUntracked: ratio('insert', 'tracked', 'untracked'),
       // The same into a table that starts empty (the others hold a 200,000-row prefill).
       emptyTableInsert: ratio('insert_empty', 'tracked', 'untracked'),
@@ -172,7 +208,7 @@ async function main() {
       [
         'same, relay running and keeping up',
         '>= 0.70',
-        `${writeTax.relayRunningOverUntracked}, ${met(writeTax.relayRunningOverUntracked, 0.7)} (with CERTYO_LINGER_MS=20: ${writeTax.relayLinger20OverUntracked})`,
+        `${writeTax.relayRunningOverUntracked}, ${met(writeTax.relayRunningOverUntracked, 0.7)} (with CERTYO_LINGER_MS=20: ${writeTax.relayLinger20OverUntracked}). ${cpuSplit(writeTax.cpu)}`,
       ],
       [
         'with wake-up / without any',

@@ -21,7 +21,9 @@
 # (accounts, tellers, branches) and with the naive outbox on the same tables.
 # First, WAL bytes per single-row INSERT for each variant.
 # Variants run in a rotated order each round, each after a checkpoint.
-# Output: "round=R op=OP variant=V tps=X" (op tpcb too) and "wal variant=V bytes_per_change=X".
+# Output: "round=R op=OP variant=V tps=X" (op tpcb too), "wal variant=V bytes_per_change=X", and for
+# the single-row INSERT runs of tracked and tracked_relay* "cpu round=R variant=V writers=C relay_db=C
+# relay=C certyo=C client=C" (cores busy; see run()).
 # Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/write-tax.sh [seconds] [prefill rows] [rounds] [WAL transactions per client]
 set -euo pipefail
 secs=${1:-10}
@@ -141,9 +143,58 @@ rotate() { # round words...: the words, rotated by the round (round 1 keeps thei
   shift
   printf '%s\n' "$@" | awk -v r="$r" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'
 }
+# "group pid ticks" for each process of each group (group=pids...): CPU time in clock ticks.
+ticks() {
+  local g p
+  for g in "$@"; do
+    for p in ${g#*=}; do
+      [ -r "/proc/$p/stat" ] && echo "${g%%=*} $p $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')"
+    done
+  done
+  true
+}
+# Pids of the server's backends by application_name (none if the server is not on this machine).
+backends() { psql -qXAt "$url" -c "select pid from pg_stat_activity where application_name = '$1'" | tr '\n' ' '; }
+hz=$(getconf CLK_TCK)
+# Sleep until ms milliseconds after a start time (date +%s%N); at once if that has passed.
+until_ms() { local left=$(($1 - ($(date +%s%N) - $2) / 1000000)); if [ "$left" -gt 0 ]; then sleep "$(awk -v l="$left" 'BEGIN {print l / 1000}')"; fi; }
 run() { # op variant table; each run starts after a checkpoint, so none pays another's full-page writes
   local tps
   psql -qX "$url" -c checkpoint
+  if [ "$1" = insert ] && [[ $2 == tracked || $2 == tracked_relay* ]]; then
+    # Where the cores go (relay absent, and relay running): sampled from a quarter of the run
+    # (once the pids are found) to three quarters, as cores busy. writers: the pgbench sessions' backends;
+    # relay_db: the relay's backends (claims, acknowledgements, status write-back);
+    # relay: its Node.js process; certyo: the local Certyo server (remote in production);
+    # client: pgbench itself.
+    local start groups t0 t1
+    start=$(date +%s%N)
+    pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" > "$tmp/pgbench.out" 2>/dev/null &
+    local pb=$!
+    until_ms $((secs * 250)) "$start"
+    groups="writers=$(backends pgbench) relay_db=$(backends certyo-relay) relay=${relay:-} certyo=$certyo client=$pb"
+    # shellcheck disable=SC2086
+    ticks $groups > "$tmp/cpu.a"
+    t0=$(date +%s%N)
+    until_ms $((secs * 750)) "$start"
+    # shellcheck disable=SC2086
+    ticks $groups > "$tmp/cpu.b"
+    t1=$(date +%s%N)
+    wait "$pb"
+    tps=$(awk '/^tps/ {print $3}' "$tmp/pgbench.out")
+    echo "round=$round op=$1 variant=$2 tps=$tps"
+    # Processes found in both samples only (the run ends as it is sampled: the later sample may miss some).
+    awk -v r="$round" -v v="$2" -v s="$(((t1 - t0) / 1000000))" -v hz="$hz" '
+      NR == FNR { a[$1 " " $2] = $3; next }
+      ($1 " " $2) in a { busy[$1] += $3 - a[$1 " " $2] }
+      END {
+        n = split("writers relay_db relay certyo client", k, " ")
+        line = "cpu round=" r " variant=" v
+        for (i = 1; i <= n; i++) line = line sprintf(" %s=%.2f", k[i], busy[k[i]] / hz / (s / 1000))
+        print line
+      }' "$tmp/cpu.a" "$tmp/cpu.b"
+    return
+  fi
   tps=$(pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" 2>/dev/null | awk '/^tps/ {print $3}')
   echo "round=$round op=$1 variant=$2 tps=$tps"
 }

@@ -18,4 +18,24 @@ test('bench/write-tax.sh reports every operation and variant per round, and WAL 
     stdout,
   );
   assert.equal([...stdout.matchAll(/wal variant=\w+ bytes_per_change=\d+/g)].length, 5, stdout);
+  // Where the cores went in the single-row INSERT runs, relay absent and running: the writers'
+  // backends were found and busy in each; the relay and its backends in the relay runs.
+  const cpu = [
+    ...stdout.matchAll(
+      /cpu round=1 variant=(\w+) writers=([\d.]+) relay_db=([\d.]+) relay=([\d.]+) certyo=([\d.]+) client=([\d.]+)/g,
+    ),
+  ];
+  assert.deepEqual(
+    cpu.map((m) => m[1]).sort(),
+    ['tracked', 'tracked_relay', 'tracked_relay_linger20'],
+    stdout,
+  );
+  for (const m of cpu) assert.ok(Number(m[2]) > 0, `no writers' CPU found: ${m[0]}`);
+  const relayRuns = cpu.filter((m) => m[1] !== 'tracked');
+  assert.ok(relayRuns.some((m) => Number(m[3]) > 0) && relayRuns.some((m) => Number(m[4]) > 0), stdout);
+  assert.equal(
+    Number(cpu.find((m) => m[1] === 'tracked')![3]),
+    0,
+    'a relay backend busy while the relay is absent',
+  );
 });
