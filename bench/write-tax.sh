@@ -23,7 +23,8 @@
 # Variants run in a rotated order each round, each after a checkpoint.
 # Output: "round=R op=OP variant=V tps=X" (op tpcb too), "wal variant=V bytes_per_change=X", and for
 # the single-row INSERT runs of tracked and tracked_relay* "cpu round=R variant=V writers=C relay_db=C
-# relay=C certyo=C client=C" (cores busy; see run()).
+# relay=C certyo=C client=C processes=N,N,N,N,N" (cores busy, and how many processes of
+# each group were sampled; see run()).
 # Usage: DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres bench/write-tax.sh [seconds] [prefill rows] [rounds] [WAL transactions per client]
 set -euo pipefail
 secs=${1:-10}
@@ -143,18 +144,24 @@ rotate() { # round words...: the words, rotated by the round (round 1 keeps thei
   shift
   printf '%s\n' "$@" | awk -v r="$r" '{a[NR]=$0} END {for (i = 0; i < NR; i++) print a[(i + r - 1) % NR + 1]}'
 }
-# "group pid ticks" for each process of each group (group=pids...): CPU time in clock ticks.
+# "group pid ticks" for each process of each group (group=pid,pid,...): CPU time in clock ticks.
 ticks() {
-  local g p
+  local g p pids
   for g in "$@"; do
-    for p in ${g#*=}; do
+    pids=${g#*=}
+    for p in ${pids//,/ }; do
       [ -r "/proc/$p/stat" ] && echo "${g%%=*} $p $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')"
     done
   done
   true
 }
-# Pids of the server's backends by application_name (none if the server is not on this machine).
-backends() { psql -qXAt "$url" -c "select pid from pg_stat_activity where application_name = '$1'" | tr '\n' ' '; }
+# The writers' (pgbench's) and the relay's backends, as groups for ticks (one query: it runs
+# while the machine is busy). Pids of this machine only when the server runs on it.
+backends() {
+  psql -qXAt "$url" -c "select 'writers=' || coalesce(string_agg(pid::text, ',') filter (where application_name = 'pgbench'), '')
+                               || ' relay_db=' || coalesce(string_agg(pid::text, ',') filter (where application_name = 'certyo-relay'), '')
+                        from pg_stat_activity"
+}
 hz=$(getconf CLK_TCK)
 # Sleep until ms milliseconds after a start time (date +%s%N); at once if that has passed.
 until_ms() { local left=$(($1 - ($(date +%s%N) - $2) / 1000000)); if [ "$left" -gt 0 ]; then sleep "$(awk -v l="$left" 'BEGIN {print l / 1000}')"; fi; }
@@ -162,8 +169,8 @@ run() { # op variant table; each run starts after a checkpoint, so none pays ano
   local tps
   psql -qX "$url" -c checkpoint
   if [ "$1" = insert ] && [[ $2 == tracked || $2 == tracked_relay* ]]; then
-    # Where the cores go (relay absent, and relay running): sampled from a quarter of the run
-    # (once the pids are found) to three quarters, as cores busy. writers: the pgbench sessions' backends;
+    # Where the cores go (relay absent, and relay running): sampled from a fifth of the run
+    # (once the pids are found) to 70% of it, as cores busy. writers: the pgbench sessions' backends;
     # relay_db: the relay's backends (claims, acknowledgements, status write-back);
     # relay: its Node.js process; certyo: the local Certyo server (remote in production);
     # client: pgbench itself.
@@ -171,12 +178,12 @@ run() { # op variant table; each run starts after a checkpoint, so none pays ano
     start=$(date +%s%N)
     pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" > "$tmp/pgbench.out" 2>/dev/null &
     local pb=$!
-    until_ms $((secs * 250)) "$start"
-    groups="writers=$(backends pgbench) relay_db=$(backends certyo-relay) relay=${relay:-} certyo=$certyo client=$pb"
+    until_ms $((secs * 200)) "$start"
+    groups="$(backends) relay=${relay:-} certyo=$certyo client=$pb"
     # shellcheck disable=SC2086
     ticks $groups > "$tmp/cpu.a"
     t0=$(date +%s%N)
-    until_ms $((secs * 750)) "$start"
+    until_ms $((secs * 700)) "$start"
     # shellcheck disable=SC2086
     ticks $groups > "$tmp/cpu.b"
     t1=$(date +%s%N)
@@ -186,12 +193,13 @@ run() { # op variant table; each run starts after a checkpoint, so none pays ano
     # Processes found in both samples only (the run ends as it is sampled: the later sample may miss some).
     awk -v r="$round" -v v="$2" -v s="$(((t1 - t0) / 1000000))" -v hz="$hz" '
       NR == FNR { a[$1 " " $2] = $3; next }
-      ($1 " " $2) in a { busy[$1] += $3 - a[$1 " " $2] }
+      ($1 " " $2) in a { busy[$1] += $3 - a[$1 " " $2]; procs[$1]++ }
       END {
         n = split("writers relay_db relay certyo client", k, " ")
         line = "cpu round=" r " variant=" v
         for (i = 1; i <= n; i++) line = line sprintf(" %s=%.2f", k[i], busy[k[i]] / hz / (s / 1000))
-        print line
+        for (i = 1; i <= n; i++) counted = counted (i > 1 ? "," : "") procs[k[i]] + 0
+        print line " processes=" counted
       }' "$tmp/cpu.a" "$tmp/cpu.b"
     return
   fi
