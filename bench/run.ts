@@ -80,7 +80,7 @@ async function main() {
     // Cores busy during the single-row INSERT runs with certyo's capture, relay absent and
     // running (write-tax.sh's cpu lines): the median over rounds of each process group, and
     // the writers' backend CPU per transaction.
-    const cpuRuns = [...tax.matchAll(/cpu round=(\d) variant=(\w+) (.*)/g)].map((m) => ({
+    const cpuRuns = [...tax.matchAll(/cpu round=(\d) variant=(\w+) (.*) processes=/g)].map((m) => ({
       round: Number(m[1]),
       variant: m[2]!,
       cores: Object.fromEntries(m[3]!.split(' ').map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])])),
