@@ -155,12 +155,13 @@ ticks() {
   done
   true
 }
-# The writers' (pgbench's) and the relay's backends, as groups for ticks (one query: it runs
+# The writers' (pgbench's) and the relay's backends in this database (other sessions may
+# write elsewhere on the server), as groups for ticks (one query: it runs
 # while the machine is busy). Pids of this machine only when the server runs on it.
 backends() {
   psql -qXAt "$url" -c "select 'writers=' || coalesce(string_agg(pid::text, ',') filter (where application_name = 'pgbench'), '')
                                || ' relay_db=' || coalesce(string_agg(pid::text, ',') filter (where application_name = 'certyo-relay'), '')
-                        from pg_stat_activity"
+                        from pg_stat_activity where datname = current_database()"
 }
 hz=$(getconf CLK_TCK)
 # Sleep until ms milliseconds after a start time (date +%s%N); at once if that has passed.
