@@ -8,26 +8,9 @@ import { cpus } from 'node:os';
 import { startEmbedded } from '../relay/src/embedded.js';
 import { paths } from '../relay/src/paths.js';
 import { machineTicks } from './measure.js';
+import { cpuSplit, writeTaxFigures } from './write-tax-figures.js';
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
 const r2 = (x: number) => Math.round(x * 100) / 100;
-
-/** write-tax.sh's process groups in its cpu lines. */
-const CPU_GROUPS = ['writers', 'relay_db', 'relay', 'certyo', 'client'];
-type CpuSplit = Record<string, { cores: Record<string, number>; writersMicrosecondsPerInsert: number }>;
-/** Where the cores went in the single-row INSERT runs: relay absent / running / lingering 20 ms. */
-function cpuSplit(cpu: CpuSplit) {
-  const of = (g: string) =>
-    ['tracked', 'tracked_relay', 'tracked_relay_linger20'].map((v) => cpu[v]?.cores[g]).join(' / ');
-  const perTx = ['tracked', 'tracked_relay', 'tracked_relay_linger20']
-    .map((v) => cpu[v]?.writersMicrosecondsPerInsert)
-    .join(' / ');
-  return (
-    `Cores busy, relay absent / running / lingering 20 ms: writers' backends ${of('writers')}, ` +
-    `relay's backends ${of('relay_db')}, relay process ${of('relay')}, local Certyo ${of('certyo')}, ` +
-    `pgbench ${of('client')}; writers' backend CPU per INSERT ${perTx} µs`
-  );
-}
 
 function lastJson(out: string): Record<string, unknown> {
   return JSON.parse(out.slice(out.indexOf('{'))) as Record<string, unknown>;
@@ -62,69 +45,8 @@ async function main() {
     const certyo = lastJson(await node('local-certyo.js'));
     console.log('write tax (pgbench, 3 interleaved rounds) ...');
     const tax = await exec('bash', [`${paths.root}bench/write-tax.sh`, '4', '200000']);
-    const rounds = [...tax.matchAll(/round=(\d) op=(\w+) variant=(\w+) tps=([\d.]+)/g)].map((m) => ({
-      round: Number(m[1]),
-      op: m[2]!,
-      variant: m[3]!,
-      tps: Number(m[4]),
-    }));
-    const tps = (round: number, op: string, variant: string) =>
-      rounds.find((r) => r.round === round && r.op === op && r.variant === variant)?.tps ?? Number.NaN;
-    const ids = [...new Set(rounds.map((r) => r.round))];
-    /** Median over rounds of the per-round ratio a / b. */
-    const ratio = (op: string, a: string, b: string) =>
-      r2(median(ids.map((i) => tps(i, op, a) / tps(i, op, b))));
-    const wal = Object.fromEntries(
-      [...tax.matchAll(/wal variant=(\w+) bytes_per_change=(\d+)/g)].map((m) => [m[1]!, Number(m[2])]),
-    );
-    // Cores busy during the single-row INSERT runs with certyo's capture, relay absent and
-    // running (write-tax.sh's cpu lines): the median over rounds of each process group, and
-    // the writers' backend CPU per transaction.
-    const cpuRuns = [...tax.matchAll(/cpu round=(\d) variant=(\w+) (.*) processes=/g)].map((m) => ({
-      round: Number(m[1]),
-      variant: m[2]!,
-      cores: Object.fromEntries(m[3]!.split(' ').map((kv) => [kv.split('=')[0]!, Number(kv.split('=')[1])])),
-    }));
-    const cpu = Object.fromEntries(
-      ['tracked', 'tracked_relay', 'tracked_relay_linger20'].map((v) => {
-        const runs = cpuRuns.filter((r) => r.variant === v);
-        const cores = Object.fromEntries(
-          CPU_GROUPS.map((g) => [g, r2(median(runs.map((r) => r.cores[g]!)))]),
-        );
-        const perTx = median(runs.map((r) => (r.cores.writers! * 1e6) / tps(r.round, 'insert', v)));
-        return [v, { cores, writersMicrosecondsPerInsert: Math.round(perTx) }];
-      }),
-    ) as CpuSplit;
-    const writeTax = {
-      rounds,
-      wal,
-      cpu,
-      trackedOverUntracked: ratio('insert', 'tracked', 'untracked'),
-      // The same into a table that starts empty (the others hold a 200,000-row prefill).
-      emptyTableInsert: ratio('insert_empty', 'tracked', 'untracked'),
-      naiveEmptyTableInsert: ratio('insert_empty', 'naive', 'untracked'),
-      relayRunningOverUntracked: ratio('insert', 'tracked_relay', 'untracked'),
-      // The relay lingering 20 ms after a batch that was not full (CERTYO_LINGER_MS; default none).
-      relayLinger20OverUntracked: ratio('insert', 'tracked_relay_linger20', 'untracked'),
-      wakeOverNoWake: ratio('insert', 'tracked', 'tracked_nowake'),
-      // Writers' sessions outside UTC (capture pins the zone for its rendering).
-      berlinInsert: ratio('insert', 'tracked_berlin', 'untracked'),
-      berlinUpdate: ratio('update', 'tracked_berlin', 'untracked'),
-      multiRow: ratio('insert100', 'tracked', 'untracked'),
-      update: ratio('update', 'tracked', 'untracked'),
-      delete: ratio('delete', 'tracked', 'untracked'),
-      notifyOverUntracked: ratio('insert', 'notify', 'untracked'),
-      pollingOverUntracked: ratio('insert', 'polling', 'untracked'),
-      notifyMultiRow: ratio('insert100', 'notify', 'untracked'),
-      pollingMultiRow: ratio('insert100', 'polling', 'untracked'),
-      // The naive outbox: one row trigger, one insert (the ceiling of trigger capture).
-      naiveOverUntracked: ratio('insert', 'naive', 'untracked'),
-      naiveMultiRow: ratio('insert100', 'naive', 'untracked'),
-      naiveUpdate: ratio('update', 'naive', 'untracked'),
-      naiveDelete: ratio('delete', 'naive', 'untracked'),
-      tpcb: ratio('tpcb', 'tracked', 'untracked'),
-      naiveTpcb: ratio('tpcb', 'naive', 'untracked'),
-    };
+    const writeTax = writeTaxFigures(tax);
+    const wal = writeTax.wal;
     /** met / not met against a minimum ratio. */
     const met = (x: number, min: number) => (x >= min ? 'met' : 'not met');
     console.log('relay (drain, latency) ...');
@@ -203,27 +125,27 @@ async function main() {
       [
         'tracked / untracked single-row INSERT TPS, 8 clients, relay absent: 200,000-row table / table that starts empty',
         '>= 0.80',
-        `${writeTax.trackedOverUntracked} / ${writeTax.emptyTableInsert}, ${met(Math.min(writeTax.trackedOverUntracked, writeTax.emptyTableInsert), 0.8)} (naive outbox ${writeTax.naiveOverUntracked} / ${writeTax.naiveEmptyTableInsert}; 200,000 rows: guide's NOTIFY trigger ${writeTax.notifyOverUntracked}, timestamp polling ${writeTax.pollingOverUntracked})`,
+        `${writeTax.trackedOverUntracked} / ${writeTax.emptyTableInsert}, ${met(Math.min(writeTax.trackedOverUntracked, writeTax.emptyTableInsert), 0.8)} (200,000 rows: ${writeTax.spreads.insert}; naive outbox ${writeTax.naiveOverUntracked} / ${writeTax.naiveEmptyTableInsert}; 200,000 rows: guide's NOTIFY trigger ${writeTax.notifyOverUntracked}, timestamp polling ${writeTax.pollingOverUntracked})`,
       ],
       [
         'same, relay running and keeping up',
         '>= 0.70',
-        `${writeTax.relayRunningOverUntracked}, ${met(writeTax.relayRunningOverUntracked, 0.7)} (with CERTYO_LINGER_MS=20: ${writeTax.relayLinger20OverUntracked}). ${cpuSplit(writeTax.cpu)}`,
+        `${writeTax.relayRunningOverUntracked}, ${met(writeTax.relayRunningOverUntracked, 0.7)} (${writeTax.spreads.relayRunning}; with CERTYO_LINGER_MS=20: ${writeTax.relayLinger20OverUntracked}). ${cpuSplit(writeTax.cpu)}`,
       ],
       [
         'with wake-up / without any',
         '>= 0.97',
-        `${writeTax.wakeOverNoWake}, ${met(writeTax.wakeOverNoWake, 0.97)}`,
+        `${writeTax.wakeOverNoWake}, ${met(writeTax.wakeOverNoWake, 0.97)} (${writeTax.spreads.wake})`,
       ],
       [
         '100-row INSERT statements, tracked / untracked rows/s',
         '>= 0.60',
-        `${writeTax.multiRow}, ${met(writeTax.multiRow, 0.6)} (naive outbox ${writeTax.naiveMultiRow}, NOTIFY trigger ${writeTax.notifyMultiRow}, polling ${writeTax.pollingMultiRow})`,
+        `${writeTax.multiRow}, ${met(writeTax.multiRow, 0.6)} (${writeTax.spreads.multiRow}; naive outbox ${writeTax.naiveMultiRow}, NOTIFY trigger ${writeTax.notifyMultiRow}, polling ${writeTax.pollingMultiRow})`,
       ],
       [
         'single-row UPDATE / DELETE, tracked / untracked TPS',
         '>= 0.75',
-        `${writeTax.update} / ${writeTax.delete}, ${met(Math.min(writeTax.update, writeTax.delete), 0.75)} (naive outbox ${writeTax.naiveUpdate} / ${writeTax.naiveDelete})`,
+        `${writeTax.update} / ${writeTax.delete}, ${met(Math.min(writeTax.update, writeTax.delete), 0.75)} (${writeTax.spreads.update} / ${writeTax.spreads.delete}; naive outbox ${writeTax.naiveUpdate} / ${writeTax.naiveDelete})`,
       ],
       [
         "same two, the writers' sessions in TimeZone Europe/Berlin (a server outside UTC), INSERT / UPDATE",
@@ -233,7 +155,7 @@ async function main() {
       [
         "pgbench's built-in TPC-B-like, accounts, tellers and branches tracked / untracked TPS (scale 1, 8 clients)",
         '>= 0.70',
-        `${writeTax.tpcb}, ${met(writeTax.tpcb, 0.7)} (naive outbox ${writeTax.naiveTpcb})`,
+        `${writeTax.tpcb}, ${met(writeTax.tpcb, 0.7)} (${writeTax.spreads.tpcb}; naive outbox ${writeTax.naiveTpcb})`,
       ],
       [
         'WAL bytes per single-row INSERT',
@@ -329,7 +251,7 @@ async function main() {
       '|---|---|---|',
       ...rows.map((r) => `| ${r.join(' | ')} |`),
       '',
-      'Write-tax figures are medians of per-round ratios over 3 interleaved rounds (raw TPS in the JSON).',
+      'Write-tax figures are medians of per-round ratios over 3 interleaved rounds, with the lowest and highest round where given (raw TPS in the JSON).',
       '',
     ].join('\n');
     writeFileSync(`${paths.root}bench/RESULTS.md`, md);

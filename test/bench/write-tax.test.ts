@@ -1,6 +1,7 @@
 // bench/write-tax.sh runs to completion and reports every figure (tiny sizes, one round, nothing timed).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { cpuSplit, writeTaxFigures } from '../../bench/write-tax-figures.js';
 import { runBench } from '../harness/bench.js';
 
 test('bench/write-tax.sh reports every operation and variant per round, and WAL per change', async () => {
@@ -41,4 +42,19 @@ test('bench/write-tax.sh reports every operation and variant per round, and WAL 
   }
   const relayRuns = cpu.filter((m) => m[1] !== 'tracked');
   assert.ok(relayRuns.some((m) => Number(m[3]) > 0) && relayRuns.some((m) => Number(m[4]) > 0), stdout);
+  // What npm run bench makes of it: every ratio a number, each spread the lowest and highest
+  // round (one round here: both the same), the cores of each sampled variant.
+  const figures = writeTaxFigures(stdout);
+  for (const [name, x] of Object.entries(figures))
+    if (typeof x === 'number') assert.ok(Number.isFinite(x) && x > 0, `${name}: ${x}`);
+  for (const [name, spread] of Object.entries(figures.spreads)) {
+    const m = /^rounds ([\d.]+) - ([\d.]+)$/.exec(spread);
+    assert.ok(m && m[1] === m[2], `${name}: ${spread}`);
+  }
+  assert.equal(figures.cpu.tracked!.cores.relay_db, 0, JSON.stringify(figures.cpu));
+  assert.ok(figures.cpu.tracked!.writersMicrosecondsPerInsert > 0, JSON.stringify(figures.cpu));
+  assert.match(
+    cpuSplit(figures.cpu),
+    /^Cores busy, relay absent \/ running \/ lingering 20 ms: writers' backends [\d.]+ \/ [\d.]+ \/ [\d.]+,/,
+  );
 });
