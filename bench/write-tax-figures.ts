@@ -1,8 +1,10 @@
 // The figures of bench/write-tax.sh's output, as npm run bench reports them:
 // per-round ratios of TPS (median, and the lowest and highest round), WAL per
 // change, and where the cores went in the single-row INSERT runs.
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? Number.NaN;
-const r2 = (x: number) => Math.round(x * 100) / 100;
+import { pct, round } from './measure.js';
+
+const median = (xs: number[]) => pct(xs, 50);
+const r2 = (x: number) => round(x, 2);
 
 /** write-tax.sh's process groups in its cpu lines. */
 const CPU_GROUPS = ['writers', 'relay_db', 'relay', 'certyo', 'client'];

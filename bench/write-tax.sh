@@ -167,18 +167,17 @@ hz=$(getconf CLK_TCK)
 # Sleep until ms milliseconds after a start time (date +%s%N); at once if that has passed.
 until_ms() { local left=$(($1 - ($(date +%s%N) - $2) / 1000000)); if [ "$left" -gt 0 ]; then sleep "$(awk -v l="$left" 'BEGIN {print l / 1000}')"; fi; }
 run() { # op variant table; each run starts after a checkpoint, so none pays another's full-page writes
-  local tps
+  local start groups t0 t1
   psql -qX "$url" -c checkpoint
+  start=$(date +%s%N)
+  pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" > "$tmp/pgbench.out" 2>/dev/null &
+  local pb=$!
   if [ "$1" = insert ] && [[ $2 == tracked || $2 == tracked_relay* ]]; then
     # Where the cores go (relay absent, and relay running): sampled from a fifth of the run
     # (once the pids are found) to 70% of it, as cores busy. writers: the pgbench sessions' backends;
     # relay_db: the relay's backends (claims, acknowledgements, status write-back);
     # relay: its Node.js process; certyo: the local Certyo server (remote in production);
     # client: pgbench itself.
-    local start groups t0 t1
-    start=$(date +%s%N)
-    pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" > "$tmp/pgbench.out" 2>/dev/null &
-    local pb=$!
     until_ms $((secs * 200)) "$start"
     groups="$(backends) relay=${relay:-} certyo=$certyo client=$pb"
     # shellcheck disable=SC2086
@@ -188,9 +187,10 @@ run() { # op variant table; each run starts after a checkpoint, so none pays ano
     # shellcheck disable=SC2086
     ticks $groups > "$tmp/cpu.b"
     t1=$(date +%s%N)
-    wait "$pb"
-    tps=$(awk '/^tps/ {print $3}' "$tmp/pgbench.out")
-    echo "round=$round op=$1 variant=$2 tps=$tps"
+  fi
+  wait "$pb"
+  echo "round=$round op=$1 variant=$2 tps=$(awk '/^tps/ {print $3}' "$tmp/pgbench.out")"
+  if [ -n "${t1:-}" ]; then
     # Processes found in both samples only (the run ends as it is sampled: the later sample may miss some).
     awk -v r="$round" -v v="$2" -v s="$(((t1 - t0) / 1000000))" -v hz="$hz" '
       NR == FNR { a[$1 " " $2] = $3; next }
@@ -202,10 +202,7 @@ run() { # op variant table; each run starts after a checkpoint, so none pays ano
         for (i = 1; i <= n; i++) counted = counted (i > 1 ? "," : "") procs[k[i]] + 0
         print line " processes=" counted
       }' "$tmp/cpu.a" "$tmp/cpu.b"
-    return
   fi
-  tps=$(pgbench -n -c 8 -j 2 -T "$secs" -f "$tmp/$1.$3.sql" "$url" 2>/dev/null | awk '/^tps/ {print $3}')
-  echo "round=$round op=$1 variant=$2 tps=$tps"
 }
 tpcb() { # variant
   local tps
